@@ -1,0 +1,444 @@
+#!/usr/bin/env python3
+"""Trial of the pytest-memcheck gate on real third-party test suites.
+
+For each project: download its pinned sdist from PyPI, extract it, make a
+venv with the project + its test deps + pytest + pytest-randomly +
+pytest-memcheck, then
+
+  * one plain run without the plugin (``-p no:memcheck``),
+  * one baseline run (``--memcheck-update``, randomly seed 1),
+  * three gated runs (``--memcheck``, randomly seeds / PYTHONHASHSEED 2, 3, 4).
+
+Failures are compared per test id through ``--junitxml``.  A *false alarm* is
+a test that passes plainly but fails a gated run with a message mentioning
+"memcheck".  A Markdown table is printed at the end.
+
+Stdlib only.  Usage:
+
+    python bench/real_suites.py [--workdir DIR] [--projects a,b,c]
+                                [--prepare-only] [--wait-ready]
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+READY_FILE = Path("/tmp/memcheck-ready")
+WHEEL_GLOB = "/tmp/memcheck-wheel/*.whl"
+
+# name -> pinned version, extra test deps, test targets, how to run.
+#   tests:  args passed to pytest (paths relative to the extracted sdist)
+#   pyargs: run from a neutral cwd with --pyargs (tests live inside the
+#           package and must import the *installed*, compiled package)
+PROJECTS: dict[str, dict] = {
+    "more-itertools": {
+        "version": "11.2.1", "kind": "pure", "deps": [], "tests": ["tests"],
+    },
+    "toolz": {
+        "version": "1.2.0", "kind": "pure", "deps": [], "tests": ["toolz"],
+    },
+    "attrs": {
+        "version": "26.1.0", "kind": "pure",
+        "deps": ["hypothesis", "pympler", "cloudpickle"], "tests": ["tests"],
+    },
+    "six": {
+        "version": "1.17.0", "kind": "pure", "deps": [], "tests": ["test_six.py"],
+    },
+    "simplejson": {
+        "version": "4.3.0", "kind": "C", "deps": [],
+        "tests": ["simplejson.tests"], "pyargs": True,
+    },
+    "ujson": {
+        "version": "6.1.0", "kind": "C", "deps": [], "tests": ["tests"],
+    },
+    "msgpack": {
+        "version": "1.2.4", "kind": "C", "deps": [], "tests": ["test"],
+    },
+    "markupsafe": {
+        "version": "3.0.4", "kind": "C", "deps": [], "tests": ["tests"],
+    },
+}
+DEFAULT_PROJECTS = ",".join(PROJECTS)
+
+BASE_DEPS = ["pytest", "pytest-randomly"]
+GATED_SEEDS = (2, 3, 4)
+RUN_TIMEOUT = 900  # seconds per pytest run
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def sh(cmd, *, cwd=None, env=None, check=True, logfile=None, timeout=None):
+    log("$ " + " ".join(str(c) for c in cmd))
+    out = open(logfile, "w") if logfile else subprocess.DEVNULL
+    try:
+        p = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, stdout=out,
+                           stderr=subprocess.STDOUT, timeout=timeout)
+    finally:
+        if logfile:
+            out.close()
+    if check and p.returncode != 0:
+        tail = Path(logfile).read_text(errors="replace")[-3000:] if logfile else ""
+        raise RuntimeError(f"command failed ({p.returncode}): {cmd}\n{tail}")
+    return p.returncode
+
+
+def clean_env(hashseed: int | None = None) -> dict:
+    env = dict(os.environ)
+    for k in list(env):
+        # --memcheck-update refuses under CI; also keep pytest config neutral.
+        if k in ("CI", "GITHUB_ACTIONS", "PYTEST_ADDOPTS", "PYTEST_PLUGINS",
+                 "PYTHONPATH", "VIRTUAL_ENV") or k.startswith("MEMCHECK"):
+            env.pop(k)
+    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    if hashseed is not None:
+        env["PYTHONHASHSEED"] = str(hashseed)
+    return env
+
+
+# ---------------------------------------------------------------- prepare
+def prepare(name: str, spec: dict, work: Path) -> dict:
+    ver = spec["version"]
+    dl = work / "downloads"
+    dl.mkdir(parents=True, exist_ok=True)
+    norm = name.replace("-", "_").lower()
+    found = [f for f in dl.glob("*.tar.gz")
+             if f.name.lower().replace("-", "_").startswith(f"{norm}_{ver}.")]
+    if not found:
+        sh([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+            "--no-binary", ":all:", "-d", dl, f"{name}=={ver}"],
+           env=clean_env(), logfile=work / f"{name}-download.log")
+        found = [f for f in dl.glob("*.tar.gz")
+                 if f.name.lower().replace("-", "_").startswith(f"{norm}_{ver}.")]
+    sdist = found[0]
+    src_root = work / "src"
+    src = src_root / sdist.name[: -len(".tar.gz")]
+    if not src.exists():
+        src_root.mkdir(exist_ok=True)
+        with tarfile.open(sdist) as tf:
+            tf.extractall(src_root, filter="data")
+    for t in spec["tests"]:
+        if not spec.get("pyargs") and not (src / t).exists():
+            raise RuntimeError(f"{name}: sdist has no {t}")
+    venv = work / f"{name}-venv"
+    py = venv / "bin" / "python"
+    marker = venv / ".deps-installed"
+    if not marker.exists():
+        if venv.exists():
+            shutil.rmtree(venv)
+        sh([sys.executable, "-m", "venv", venv])
+        sh([py, "-m", "pip", "install", "-q", "-U", "pip"], env=clean_env(),
+           logfile=work / f"{name}-pip.log")
+        sh([py, "-m", "pip", "install", "-q", src, *spec["deps"], *BASE_DEPS],
+           env=clean_env(), logfile=work / f"{name}-install.log")
+        marker.write_text("ok\n")
+    return {"src": src, "py": py, "venv": venv}
+
+
+def memcheck_wheel(work: Path, explicit: str | None = None) -> Path:
+    if explicit:
+        return Path(explicit).resolve()
+    wheels = sorted(glob.glob(WHEEL_GLOB))
+    if wheels:
+        return Path(wheels[-1])
+    wdir = work / "memcheck-wheel"
+    if wdir.exists():
+        shutil.rmtree(wdir)
+    sh([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", wdir, REPO],
+       env=clean_env(), logfile=work / "memcheck-wheel.log")
+    return sorted(wdir.glob("*.whl"))[-1]
+
+
+def install_memcheck(info: dict, wheel: Path, work: Path, name: str) -> None:
+    sh([info["py"], "-m", "pip", "install", "-q", "--force-reinstall",
+        "--no-deps", wheel], env=clean_env(),
+       logfile=work / f"{name}-memcheck-install.log")
+    # its runtime deps (if any), without touching the rest
+    sh([info["py"], "-m", "pip", "install", "-q", wheel], env=clean_env(),
+       logfile=work / f"{name}-memcheck-install2.log")
+
+
+def has_option(py: Path, opt: str, cwd: Path) -> bool:
+    p = subprocess.run([str(py), "-m", "pytest", "--help"], cwd=cwd,
+                       env=clean_env(), capture_output=True, text=True)
+    return opt in p.stdout
+
+
+# ---------------------------------------------------------------- running
+def parse_junit(path: Path) -> dict:
+    """test id -> (outcome, message)."""
+    res = {}
+    if not path.exists():
+        return res
+    root = ET.parse(path).getroot()
+    for tc in root.iter("testcase"):
+        tid = f"{tc.get('classname', '')}::{tc.get('name', '')}"
+        outcome, msg = "passed", ""
+        for child in tc:
+            if child.tag in ("failure", "error"):
+                outcome = "failed" if child.tag == "failure" else "error"
+                msg = (child.get("message") or "") + "\n" + (child.text or "")
+                break
+            if child.tag == "skipped":
+                outcome = "skipped"
+        # a failure in teardown comes as a second child: prefer failure/error
+        if outcome in ("passed", "skipped"):
+            for child in tc:
+                if child.tag in ("failure", "error"):
+                    outcome, msg = child.tag, (child.get("message") or "") + "\n" + (child.text or "")
+        res[tid] = (outcome, msg.strip())
+    return res
+
+
+def run_pytest(name, spec, info, work, label, extra, seed, hashseed,
+               plugin_name):
+    src = info["src"]
+    cwd = work / "neutral" if spec.get("pyargs") else src
+    cwd.mkdir(exist_ok=True)
+    junit = work / f"{name}-{label}.xml"
+    logf = work / f"{name}-{label}.log"
+    targets = (["--pyargs", *spec["tests"]] if spec.get("pyargs")
+               else list(spec["tests"]))
+    # -P: do not put cwd on sys.path, so the installed (compiled) package is
+    # the one under test, not the uncompiled source tree.
+    cmd = [info["py"], "-P", "-m", "pytest", "-p", "no:cacheprovider",
+           "-p", "randomly", "-p", "no:xdist", f"--randomly-seed={seed}",
+           "--junitxml", junit, "-q", *extra, *targets]
+    if junit.exists():
+        junit.unlink()
+    t0 = time.monotonic()
+    rc = sh(cmd, cwd=cwd, env=clean_env(hashseed), check=False, logfile=logf,
+            timeout=RUN_TIMEOUT)
+    dt = time.monotonic() - t0
+    results = parse_junit(junit)
+    log(f"{name} {label}: rc={rc} {len(results)} tests {dt:.1f}s")
+    if rc not in (0, 1):
+        log(f"{name} {label}: pytest rc={rc}; log tail:\n"
+            + logf.read_text(errors="replace")[-4000:])
+    return {"rc": rc, "time": dt, "results": results, "log": logf,
+            "json": None}
+
+
+def load_peaks(path: Path) -> dict:
+    """Best effort: test id -> peak bytes from --memcheck-json output."""
+    if not path or not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except Exception:
+        return {}
+    out = {}
+
+    def peak_of(rec):
+        for k in ("peak", "peak_bytes", "peak_kib", "peak_kb", "peak_mib"):
+            if isinstance(rec, dict) and k in rec:
+                return rec[k]
+        return None
+
+    def walk(obj, key=None):
+        if isinstance(obj, dict):
+            p = peak_of(obj)
+            tid = obj.get("nodeid") or obj.get("test") or obj.get("id") or key
+            if p is not None and tid is not None:
+                out[str(tid)] = p
+                return
+            for k, v in obj.items():
+                walk(v, k)
+        elif isinstance(obj, list):
+            for v in obj:
+                walk(v, key)
+
+    walk(data)
+    return out
+
+
+def is_memcheck(msg: str) -> bool:
+    return "memcheck" in msg.lower()
+
+
+def trial(name, spec, work, plugin_name, wheel):
+    info = prepare(name, spec, work)
+    out = {"name": name, "kind": spec["kind"], "version": spec["version"]}
+    plain = run_pytest(name, spec, info, work, "plain",
+                       ["-p", f"no:{plugin_name}"], 1, 1, plugin_name)
+    out["plain"] = plain
+    if wheel is None:
+        return out
+    install_memcheck(info, wheel, work, name)
+    base_dir = work / f"{name}-baselines"
+    if base_dir.exists():
+        shutil.rmtree(base_dir)
+    json_ok = has_option(info["py"], "--memcheck-json",
+                         work / "neutral" if spec.get("pyargs") else info["src"])
+    common = ["--memcheck-baseline-dir", base_dir]
+
+    def jextra(label):
+        if not json_ok:
+            return [], None
+        p = work / f"{name}-{label}.json"
+        if p.exists():
+            p.unlink()
+        return ["--memcheck-json", p], p
+
+    je, jp = jextra("baseline")
+    base = run_pytest(name, spec, info, work, "baseline",
+                      ["--memcheck-update", *common, *je], 1, 1, plugin_name)
+    base["json"] = jp
+    out["baseline"] = base
+    out["gated"] = []
+    for s in GATED_SEEDS:
+        je, jp = jextra(f"gated{s}")
+        g = run_pytest(name, spec, info, work, f"gated{s}",
+                       ["--memcheck", *common, *je], s, s, plugin_name)
+        g["json"] = jp
+        out["gated"].append(g)
+    out["json_ok"] = json_ok
+    return out
+
+
+# ---------------------------------------------------------------- report
+def summarize(r: dict) -> dict:
+    plain = r["plain"]["results"]
+    plain_fail = {t for t, (o, _) in plain.items() if o in ("failed", "error")}
+    s = {"tests": len(plain), "plain_fail": len(plain_fail),
+         "plain_time": r["plain"]["time"]}
+    if "gated" not in r:
+        return s
+    s["base_time"] = r["baseline"]["time"]
+    s["base_fail"] = sorted(t for t, (o, _) in r["baseline"]["results"].items()
+                            if o in ("failed", "error") and t not in plain_fail)
+    s["gated_times"] = [g["time"] for g in r["gated"]]
+    over, alarms, other = set(), {}, {}
+    for seed, g in zip(GATED_SEEDS, r["gated"]):
+        for t, (o, msg) in g["results"].items():
+            if o not in ("failed", "error"):
+                continue
+            if is_memcheck(msg):
+                over.add(t)
+                if t not in plain_fail:
+                    alarms.setdefault(t, []).append((seed, msg))
+            elif t not in plain_fail:
+                other.setdefault(t, []).append((seed, msg))
+        missing = set(plain) - set(g["results"])
+        if missing:
+            other.setdefault("<missing from gated run>", []).append(
+                (seed, f"{len(missing)} tests missing, e.g. {sorted(missing)[:3]}"))
+    s["over"] = len(over)
+    s["alarms"] = alarms
+    s["other"] = other
+    if r.get("json_ok"):
+        peaks = [load_peaks(x["json"]) for x in [r["baseline"], *r["gated"]]]
+        common = set(peaks[0]).intersection(*peaks[1:]) if peaks[0] else set()
+        same = sum(1 for t in common if len({p[t] for p in peaks}) == 1)
+        s["identical"] = f"{same}/{len(common)}" if common else "n/a"
+    else:
+        s["identical"] = "n/a"
+    return s
+
+
+def table(rows) -> str:
+    hdr = ("| project | kind | tests | plain s | baseline s | gated s (3 runs) "
+           "| over budget | false alarms | identical peak |")
+    lines = [hdr, "|" + "---|" * 9]
+    for r, s in rows:
+        if "gated" not in r:
+            lines.append(f"| {r['name']} {r['version']} | {r['kind']} | "
+                         f"{s['tests']} | {s['plain_time']:.1f} | - | - | - | - | - |")
+            continue
+        g = " / ".join(f"{t:.1f}" for t in s["gated_times"])
+        lines.append(
+            f"| {r['name']} {r['version']} | {r['kind']} | {s['tests']} | "
+            f"{s['plain_time']:.1f} | {s['base_time']:.1f} | {g} | {s['over']} | "
+            f"{len(s['alarms'])} | {s['identical']} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workdir", default="/tmp/memcheck-real-suites")
+    ap.add_argument("--projects", default=DEFAULT_PROJECTS,
+                    help=f"comma list from: {', '.join(PROJECTS)}")
+    ap.add_argument("--prepare-only", action="store_true",
+                    help="download, build venvs and do the plain runs only")
+    ap.add_argument("--wait-ready", action="store_true",
+                    help=f"wait (<=60 min) for {READY_FILE} before installing the plugin")
+    ap.add_argument("--plugin-name", default="memcheck",
+                    help="pytest plugin name used for -p no:NAME")
+    ap.add_argument("--wheel", default=None,
+                    help="pytest-memcheck wheel to install (default: "
+                    f"{WHEEL_GLOB} if present, else build one from {REPO})")
+    ap.add_argument("--report-json", default=None,
+                    help="also write the summary as JSON here")
+    a = ap.parse_args()
+    work = Path(a.workdir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    names = [n.strip() for n in a.projects.split(",") if n.strip()]
+    for n in names:
+        if n not in PROJECTS:
+            ap.error(f"unknown project {n}")
+
+    if not a.prepare_only:
+        for n in names:  # prepare everything while waiting
+            prepare(n, PROJECTS[n], work)
+        if a.wait_ready:
+            deadline = time.monotonic() + 3600
+            while not READY_FILE.exists() and time.monotonic() < deadline:
+                log(f"waiting for {READY_FILE} ...")
+                time.sleep(120)
+            if not READY_FILE.exists():
+                log("plugin not ready after 60 min; plain runs only")
+                a.prepare_only = True
+    wheel = None if a.prepare_only else memcheck_wheel(work, a.wheel)
+
+    rows = []
+    for n in names:
+        try:
+            r = trial(n, PROJECTS[n], work, a.plugin_name, wheel)
+        except Exception as e:  # keep going with other projects
+            log(f"{n}: ERROR {e}")
+            continue
+        rows.append((r, summarize(r)))
+
+    print("\n## Results\n")
+    print(table(rows))
+    for r, s in rows:
+        if s["plain_fail"]:
+            print(f"\n{r['name']}: {s['plain_fail']} test(s) fail without the plugin (the suite's own)")
+        if "gated" not in r:
+            continue
+        if s["base_fail"]:
+            print(f"\n### {r['name']}: failing in --memcheck-update run only")
+            for t in s["base_fail"][:5]:
+                print(f"- {t}: {r['baseline']['results'][t][1][:2000]}")
+        if s["alarms"]:
+            print(f"\n### {r['name']}: false alarms ({len(s['alarms'])})")
+            for t, lst in list(s["alarms"].items())[:10]:
+                seeds = ",".join(str(x[0]) for x in lst)
+                print(f"- `{t}` (seeds {seeds}):\n```\n{lst[0][1][:3000]}\n```")
+        if s["other"]:
+            print(f"\n### {r['name']}: other gated-only failures ({len(s['other'])})")
+            for t, lst in list(s["other"].items())[:5]:
+                print(f"- `{t}` (seeds {','.join(str(x[0]) for x in lst)}):\n"
+                      f"```\n{lst[0][1][:3000]}\n```")
+    if a.report_json:
+        Path(a.report_json).write_text(json.dumps(
+            [{"name": r["name"], **{k: v for k, v in s.items()}}
+             for r, s in rows], indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""pytest-memcheck: memory regression gating for pytest, with a Rust engine."""
+
+from pytest_memcheck._engine import (
+    FORMAT,
+    FileFormatError,
+    Measurement,
+    MemcheckError,
+    MeterError,
+    UsageError,
+    format_size,
+    measure,
+    parse_percent,
+    parse_size,
+)
+
+__all__ = [
+    "FORMAT",
+    "FileFormatError",
+    "Measurement",
+    "MemcheckError",
+    "MeterError",
+    "UsageError",
+    "format_size",
+    "measure",
+    "parse_percent",
+    "parse_size",
+]

@@ -1,0 +1,397 @@
+"""The pytest side of pytest-memcheck: options, markers, the measuring wrapper and the report.
+
+Everything that decides anything (settings, sizes, baselines, the gate, the tables) lives in the
+Rust engine; this module only connects it to pytest's hooks.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import sysconfig
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from pytest_memcheck import _engine
+
+UPDATE_MODES = ("changed", "all")
+METERS = ("python", "tracemalloc", "rss")
+MARKER_KEYS = ("peak", "retained", "tolerance", "floor", "skip", "confirm", "gate_cycles")
+
+VERDICT = pytest.StashKey[Any]()
+MANAGER = pytest.StashKey["Manager"]()
+
+
+def _update_mode(value: str) -> str:
+    import argparse
+
+    if value not in UPDATE_MODES:
+        raise argparse.ArgumentTypeError(
+            f"expected no value or one of {', '.join(UPDATE_MODES)}, got {value!r} "
+            "(write --memcheck-update=all; put test paths before the option)"
+        )
+    return value
+
+
+def _yes_no(value: str) -> str:
+    import argparse
+
+    if value.lower() not in ("yes", "no", "true", "false", "1", "0", "on", "off"):
+        raise argparse.ArgumentTypeError(f"expected yes or no, got {value!r}")
+    return value
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("memcheck", "memory regression gate (pytest-memcheck)")
+    group.addoption(
+        "--memcheck",
+        action="store_true",
+        default=False,
+        help="measure the peak and retained memory of every test and fail tests over their baseline",
+    )
+    group.addoption(
+        "--memcheck-update",
+        nargs="?",
+        const="changed",
+        default=None,
+        type=_update_mode,
+        metavar="all",
+        help="measure and write baselines: new entries and entries outside their tolerance "
+        "(=all: every entry). Refused in CI unless --memcheck-allow-ci-update.",
+    )
+    group.addoption(
+        "--memcheck-allow-ci-update",
+        action="store_true",
+        default=False,
+        help="allow --memcheck-update when the CI environment variable is set",
+    )
+    group.addoption(
+        "--memcheck-strict",
+        action="store_true",
+        default=None,
+        help="also fail tests without a baseline or with one from another environment",
+    )
+    group.addoption(
+        "--memcheck-meter",
+        choices=METERS,
+        default=None,
+        help="what to measure: python (exact, default), tracemalloc (reference), rss (coarse, sees native malloc)",
+    )
+    group.addoption(
+        "--memcheck-tolerance",
+        default=None,
+        metavar="PCT",
+        help="relative slack above the baseline, e.g. 10%% (default 10%%)",
+    )
+    group.addoption(
+        "--memcheck-floor",
+        default=None,
+        metavar="SIZE",
+        help="absolute slack above the baseline, e.g. 64KiB (default 64 KiB)",
+    )
+    group.addoption(
+        "--memcheck-baseline-dir",
+        default=None,
+        metavar="DIR",
+        help="where baseline files live, relative to the rootdir (default baselines); "
+        "may hold {python}, {platform}, {implementation}",
+    )
+    group.addoption(
+        "--memcheck-confirm",
+        default=None,
+        type=_yes_no,
+        metavar="yes|no",
+        help="re-measure an over-budget test once before failing it (default yes)",
+    )
+    group.addoption(
+        "--memcheck-gate-cycles",
+        action="store_true",
+        default=None,
+        help="fail tests that leave more cyclic garbage than their baseline",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "memcheck(peak=None, retained=None, tolerance=None, floor=None, skip=False, confirm=True, "
+        "gate_cycles=None): per-test memory limits and settings of pytest-memcheck",
+    )
+    config.addinivalue_line(
+        "markers", "limit_memory(limit): fail the test if its peak memory exceeds limit (e.g. '24 MB')"
+    )
+    config.addinivalue_line(
+        "markers", "limit_leaks(limit): fail the test if it retains more than limit (e.g. '1 MB')"
+    )
+    opt = config.option
+    if not (opt.memcheck or opt.memcheck_update):
+        return
+    if opt.memcheck_update and _in_ci() and not opt.memcheck_allow_ci_update:
+        raise pytest.UsageError(
+            "--memcheck-update does not write baselines in CI (CI is set): let CI measure with "
+            "--memcheck and accept its values locally, or pass --memcheck-allow-ci-update"
+        )
+    overrides = {
+        "tolerance": opt.memcheck_tolerance,
+        "floor": opt.memcheck_floor,
+        "baseline-dir": opt.memcheck_baseline_dir,
+        "meter": opt.memcheck_meter,
+        "strict": "true" if opt.memcheck_strict else None,
+        "confirm": opt.memcheck_confirm,
+        "gate-cycles": "true" if opt.memcheck_gate_cycles else None,
+    }
+    try:
+        engine = _engine.Session(
+            str(config.rootpath),
+            {k: v for k, v in overrides.items() if v is not None},
+            f"{sys.version_info[0]}.{sys.version_info[1]}",
+            sys.implementation.name,
+            sysconfig.get_platform(),
+        )
+    except _engine.MemcheckError as e:
+        raise pytest.UsageError(str(e)) from None
+    if engine.meter != "rss" and sys.implementation.name != "cpython":
+        raise pytest.UsageError("pytest-memcheck's python meter needs CPython")
+    manager = Manager(config, engine)
+    config.stash[MANAGER] = manager
+    config.pluginmanager.register(manager, "memcheck-manager")
+
+
+def _in_ci() -> bool:
+    value = os.environ.get("CI")
+    return value is not None and value.strip().lower() not in ("", "0", "false")
+
+
+def _marker_rules(item: pytest.Item) -> dict[str, Any] | None:
+    """The per-test settings of the item's markers, or None to leave it unmeasured."""
+    rules: dict[str, Any] = {"origin": f"memcheck marker of {item.nodeid}"}
+    for mark in reversed(list(item.iter_markers("memcheck"))):  # closest marker wins
+        unknown = set(mark.kwargs) - set(MARKER_KEYS)
+        if unknown or mark.args:
+            where = f"{item.path}:{(item.location[1] or 0) + 1}"
+            raise pytest.UsageError(
+                f"{where}: memcheck marker of {item.nodeid}: takes keyword arguments "
+                f"{', '.join(MARKER_KEYS)}; got "
+                + ", ".join([repr(a) for a in mark.args] + sorted(unknown))
+            )
+        rules.update(mark.kwargs)
+    for name, metric in (("limit_memory", "peak"), ("limit_leaks", "retained")):
+        mark = item.get_closest_marker(name)
+        if mark is not None:
+            limit = mark.args[0] if mark.args else mark.kwargs.get("limit")
+            if limit is None:
+                where = f"{item.path}:{(item.location[1] or 0) + 1}"
+                raise pytest.UsageError(f"{where}: {name} marker of {item.nodeid} needs a limit")
+            rules.setdefault(metric, limit)
+            rules.setdefault(f"{metric}_origin", name)
+    if rules.get("skip"):
+        return None
+    return rules
+
+
+class Manager:
+    """The session's state; pytest's hooks are its methods."""
+
+    def __init__(self, config: pytest.Config, engine: Any) -> None:
+        self.config = config
+        self.engine = engine
+        self.update: str | None = config.option.memcheck_update
+        self.is_worker = hasattr(config, "workerinput")
+        self.collected: list[str] = []
+        self.incomplete_reasons: list[str] = []
+        self.changes: list[tuple[Any, ...]] = []
+        self.warnings: list[str] = []
+        self.stale: list[str] = []
+        opt = config.option
+        if opt.keyword:
+            self.incomplete_reasons.append("-k")
+        if opt.markexpr:
+            self.incomplete_reasons.append("-m")
+        if getattr(opt, "lf", False):
+            self.incomplete_reasons.append("--lf")
+        if any("::" in a for a in config.args):
+            self.incomplete_reasons.append("node-id selection")
+
+    # -- report header -------------------------------------------------------------------
+    def pytest_report_header(self, config: pytest.Config) -> str:
+        mode = f", update: {self.update}" if self.update else ""
+        source = self.engine.config_file
+        where = f" ({Path(source).name})" if source else ""
+        return (
+            f"memcheck: meter {self.engine.meter}, {self.engine.thresholds}{where}, "
+            f"baselines {self._rel(self.engine.baseline_dir)}{mode}"
+        )
+
+    def _rel(self, path: Any) -> str:
+        try:
+            return str(Path(path).relative_to(self.config.rootpath))
+        except ValueError:
+            return str(path)
+
+    # -- collection ----------------------------------------------------------------------
+    def pytest_deselected(self, items: list[pytest.Item]) -> None:
+        if items:
+            self.incomplete_reasons.append("deselection")
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            self.incomplete_reasons.append("collection error")
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        modules = set()
+        for item in items:
+            if isinstance(item, pytest.Function):
+                rules = _marker_rules(item)
+                if rules is not None:
+                    try:
+                        self.engine.check_markers(rules)
+                    except _engine.MemcheckError as e:
+                        where = f"{item.path}:{(item.location[1] or 0) + 1}"
+                        raise pytest.UsageError(f"{where}: {e}") from None
+            modules.add(item.nodeid.split("::", 1)[0])
+        try:
+            self.engine.preload(sorted(modules))
+        except (_engine.MemcheckError, OSError) as e:
+            raise pytest.UsageError(f"memcheck: {e}") from None
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.collected = [item.nodeid for item in session.items]
+
+    # -- measuring -----------------------------------------------------------------------
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item):
+        rules = _marker_rules(item) if isinstance(item, pytest.Function) else None
+        if rules is None:
+            return (yield)
+        original = item.obj
+        item.obj = self._measuring(item, original, rules)
+        try:
+            return (yield)
+        finally:
+            item.obj = original
+
+    def _measuring(self, item: pytest.Item, func: Callable[..., Any], rules: dict[str, Any]):
+        """A stand-in for the test function that runs it inside a measured window."""
+        meter = self.engine.meter
+        confirm = self.engine.confirm and rules.get("confirm", True) is not False
+        hint = "pytest --memcheck-update " + shlex.quote(item.nodeid)
+
+        def measured(*args: Any, **kwargs: Any) -> Any:
+            try:
+                result, first = _engine.measure(meter, func, args, kwargs)
+            except _engine.MeterError as e:
+                warnings.warn(f"memcheck: {item.nodeid} not measured: {e}", stacklevel=1)
+                return func(*args, **kwargs)
+            if not first.intact:
+                warnings.warn(
+                    f"memcheck: {item.nodeid} replaced the memory allocator while measured "
+                    "(tracemalloc.start()?); its numbers are not gated",
+                    stacklevel=1,
+                )
+                return result
+            m = first
+            verdict = self.engine.judge(item.nodeid, m, rules, hint)
+            # One-time costs (caches, first imports) land on whichever test runs first: a second
+            # measurement tells them from a real regression. An update records the second value
+            # so baselines do not depend on test order.
+            second = None
+            if confirm and (self.update or verdict.failed and verdict.outcome == "over"):
+                result, second = _engine.measure(meter, func, args, kwargs)
+                if second.intact:
+                    m = second
+                    verdict = self.engine.judge(item.nodeid, m, rules, hint)
+            item.stash[VERDICT] = (verdict, first, second)
+            return result
+
+        measured.__name__ = getattr(func, "__name__", "measured")
+        return measured
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]):
+        report = yield
+        if call.when != "call" or VERDICT not in item.stash:
+            return report
+        verdict, first, second = item.stash[VERDICT]
+        data = verdict.to_dict()
+        # Tests that fail on their own, skip or xfail are not gated and not recorded.
+        own_pass = report.passed and not hasattr(report, "wasxfail")
+        data["recordable"] = own_pass
+        if not own_pass:
+            data["failed"] = False
+        elif verdict.failed:
+            report.outcome = "failed"
+            message = verdict.message
+            if second is not None and verdict.outcome == "over":
+                message += (
+                    f"\n  confirmed by a second measurement (first: peak "
+                    f"{_engine.format_size(first.peak)}, retained {_engine.format_size(first.retained)})"
+                )
+            report.longrepr = message
+        report.memcheck = data  # plain dict: crosses to the xdist controller as is
+        return report
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        data = getattr(report, "memcheck", None)
+        if report.when == "call" and data is not None:
+            self.engine.record(data)
+
+    # -- the end ---------------------------------------------------------------------------
+    def _coverage(self, session: pytest.Session) -> tuple[bool, list[str]]:
+        complete = not self.incomplete_reasons and not session.shouldfail
+        rootpath = self.config.rootpath
+        scope = []
+        for arg in self.config.args:
+            path = Path(arg.split("::", 1)[0])
+            path = path if path.is_absolute() else Path(self.config.invocation_params.dir, path)
+            try:
+                rel = path.resolve().relative_to(rootpath.resolve())
+            except ValueError:
+                continue
+            scope.append("" if str(rel) == "." else rel.as_posix())
+        return complete, scope
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if self.is_worker:
+            return
+        complete, scope = self._coverage(session)
+        try:
+            self.stale = self.engine.stale(complete, self.collected, scope)
+            if self.update and exitstatus != pytest.ExitCode.INTERRUPTED:
+                self.changes = self.engine.update(
+                    self.update == "all", complete, self.collected, scope
+                )
+        except (_engine.MemcheckError, OSError) as e:
+            self.warnings.append(f"baselines not written: {e}")
+            session.exitstatus = pytest.ExitCode.USAGE_ERROR
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.is_worker:
+            return
+        tr = terminalreporter
+        tr.write_sep("=", "memcheck")
+        table = self.engine.summary(self.stale, self.config.option.verbose > 0)
+        if table:
+            tr.write_line(table)
+        tr.write_line(self.engine.totals(len(self.stale)))
+        for path, written, pruned, deleted, note in self.changes:
+            rel = self._rel(path)
+            if deleted:
+                tr.write_line(f"removed {rel} (no test of it was collected)")
+            elif note:
+                tr.write_line(f"{rel}: {note}")
+            if written or pruned:
+                tr.write_line(f"wrote {rel}: {written} updated, {pruned} pruned")
+        if self.update and not self.changes:
+            tr.write_line("baselines unchanged")
+        if self.update and self.incomplete_reasons and not self.is_worker:
+            tr.write_line(
+                "not pruned: this run was partial (" + ", ".join(self.incomplete_reasons) + ")"
+            )
+        for w in self.warnings:
+            tr.write_line(f"memcheck: {w}", red=True)

@@ -1,0 +1,457 @@
+//! Baseline files: one TOML file per test module, committed in git.
+//!
+//! ```toml
+//! [memcheck]
+//! format = 1
+//! implementation = "cpython"
+//! meter = "python"
+//! platform = "linux-x86_64"
+//! python = "3.11"
+//!
+//! ["TestIO::test_read[utf-8]"]
+//! allocations = 12
+//! cycles = 0
+//! peak = 4096
+//! retained = 0
+//! ```
+//!
+//! Output is deterministic (keys sorted, no timestamps), so an unchanged value leaves the file
+//! byte-identical and a diff shows exactly what moved. Writes go to a temporary file in the same
+//! directory and are renamed into place, so a reader never sees half a file.
+
+use std::collections::BTreeMap;
+use std::fmt::{self, Write as _};
+use std::fs;
+use std::io::Write as _;
+use std::path::{Component, Path, PathBuf};
+
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+
+use crate::error::{Error, Result};
+
+/// The newest file format this engine reads and the one it writes.
+pub const FORMAT: u32 = 1;
+/// The name of the header table; no test can be keyed by it.
+pub const HEADER: &str = "memcheck";
+
+/// Where a baseline was measured: numbers only compare within the same environment.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Environment {
+    pub python: String,
+    pub implementation: String,
+    pub platform: String,
+    pub meter: String,
+}
+
+impl fmt::Display for Environment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} on {}, meter {}",
+            self.implementation, self.python, self.platform, self.meter
+        )
+    }
+}
+
+/// The recorded values of one test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    pub peak: u64,
+    pub retained: u64,
+    #[serde(default)]
+    pub allocations: u64,
+    #[serde(default)]
+    pub cycles: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Header {
+    format: u32,
+    python: String,
+    implementation: String,
+    platform: String,
+    meter: String,
+}
+
+/// One module's baselines.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BaselineFile {
+    pub env: Environment,
+    pub entries: BTreeMap<String, Entry>,
+}
+
+/// What the top-level visitor found; the format check happens after, with the header's span.
+struct RawFile {
+    header: Option<Header>,
+    entries: BTreeMap<String, Entry>,
+}
+
+impl<'de> Deserialize<'de> for RawFile {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct FileVisitor;
+        impl<'de> Visitor<'de> for FileVisitor {
+            type Value = RawFile;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a [memcheck] header table and one table per test")
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<RawFile, A::Error> {
+                let mut raw = RawFile {
+                    header: None,
+                    entries: BTreeMap::new(),
+                };
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == HEADER {
+                        raw.header = Some(map.next_value()?);
+                    } else {
+                        let entry: Entry = map.next_value()?;
+                        raw.entries.insert(key, entry);
+                    }
+                }
+                Ok(raw)
+            }
+        }
+        deserializer.deserialize_map(FileVisitor)
+    }
+}
+
+impl BaselineFile {
+    pub fn new(env: Environment) -> Self {
+        BaselineFile {
+            env,
+            entries: BTreeMap::new(),
+        }
+    }
+
+    /// Parse the text of `path`. Errors name the file, line and column.
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let raw: RawFile = toml::from_str(text).map_err(|e| toml_error(path, text, &e))?;
+        let header = raw.header.ok_or_else(|| {
+            Error::at_offset(path, text, 0, "missing the [memcheck] header table")
+        })?;
+        if header.format > FORMAT {
+            let offset = text.find("format").unwrap_or(0);
+            return Err(Error::at_offset(
+                path,
+                text,
+                offset,
+                format!(
+                    "format {} was written by a newer pytest-memcheck; this one reads format {FORMAT}: upgrade pytest-memcheck",
+                    header.format
+                ),
+            ));
+        }
+        Ok(BaselineFile {
+            env: Environment {
+                python: header.python,
+                implementation: header.implementation,
+                platform: header.platform,
+                meter: header.meter,
+            },
+            entries: raw.entries,
+        })
+    }
+
+    /// Read `path`; `Ok(None)` when it does not exist.
+    pub fn read(path: &Path) -> Result<Option<Self>> {
+        let bytes = match fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(path, "read", e)),
+        };
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let valid = e.utf8_error().valid_up_to();
+            let text = String::from_utf8_lossy(e.as_bytes()).into_owned();
+            Error::at_offset(path, &text, valid, "the file is not valid UTF-8")
+        })?;
+        Self::parse(&text, path).map(Some)
+    }
+
+    /// The file's text: header first, then tests sorted by key, each key sorted inside.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let env = &self.env;
+        let _ = writeln!(out, "[{HEADER}]");
+        let _ = writeln!(out, "format = {FORMAT}");
+        let _ = writeln!(out, "implementation = {}", quote(&env.implementation));
+        let _ = writeln!(out, "meter = {}", quote(&env.meter));
+        let _ = writeln!(out, "platform = {}", quote(&env.platform));
+        let _ = writeln!(out, "python = {}", quote(&env.python));
+        for (key, e) in &self.entries {
+            let _ = writeln!(out, "\n[{}]", toml_key(key));
+            let _ = writeln!(out, "allocations = {}", e.allocations);
+            let _ = writeln!(out, "cycles = {}", e.cycles);
+            let _ = writeln!(out, "peak = {}", e.peak);
+            let _ = writeln!(out, "retained = {}", e.retained);
+        }
+        out
+    }
+
+    /// Write atomically (temporary file + rename). Returns false, touching nothing, when the
+    /// file already holds exactly this text.
+    pub fn write(&self, path: &Path) -> Result<bool> {
+        if let Some(bad) = self.entries.keys().find(|k| *k == HEADER) {
+            return Err(Error::usage(
+                path.display().to_string(),
+                format!("a test keyed '{bad}' collides with the header table; rename the test"),
+            ));
+        }
+        let text = self.render();
+        if fs::read(path).is_ok_and(|old| old == text.as_bytes()) {
+            return Ok(false);
+        }
+        write_atomic(path, text.as_bytes())?;
+        Ok(true)
+    }
+}
+
+/// Replace `path` with `data` so that readers see the old or the new file, never a part.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(|e| Error::io(dir, "create directory", e))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut file = fs::File::create(&tmp)?;
+        file.write_all(data)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io(path, "write", e));
+    }
+    Ok(())
+}
+
+/// Turn a toml error into one that names file, line and column.
+pub fn toml_error(path: &Path, text: &str, err: &toml::de::Error) -> Error {
+    let offset = err.span().map_or(0, |s| s.start);
+    Error::at_offset(path, text, offset, err.message().trim().to_string())
+}
+
+/// A TOML basic string with every character that needs it escaped.
+pub fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                let _ = write!(out, "\\u{:04X}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A table key: bare when TOML allows it, quoted otherwise.
+fn toml_key(key: &str) -> String {
+    let bare = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if bare {
+        key.to_string()
+    } else {
+        quote(key)
+    }
+}
+
+/// Split a pytest node id into its module path and the key after the first `::`.
+pub fn split_nodeid(nodeid: &str) -> (&str, &str) {
+    nodeid.split_once("::").unwrap_or((nodeid, ""))
+}
+
+/// `tests/test_io.py` → `<dir>/tests/test_io.toml`. Refuses paths that would leave `dir`.
+pub fn module_file(dir: &Path, module: &str) -> Result<PathBuf> {
+    let refuse = |why: &str| {
+        Error::usage(
+            format!("test module '{module}'"),
+            format!(
+                "{why}; its baselines would be written outside {}",
+                dir.display()
+            ),
+        )
+    };
+    let rel = Path::new(module);
+    let mut out = dir.to_path_buf();
+    for part in rel.components() {
+        match part {
+            Component::Normal(p) => {
+                if p.to_string_lossy().contains('\0') {
+                    return Err(refuse("the path holds a NUL byte"));
+                }
+                out.push(p)
+            }
+            Component::CurDir => {}
+            _ => return Err(refuse("the path is absolute or climbs out with '..'")),
+        }
+    }
+    if out == dir {
+        return Err(refuse("the path is empty"));
+    }
+    out.set_extension("toml");
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn env() -> Environment {
+        Environment {
+            python: "3.11".into(),
+            implementation: "cpython".into(),
+            platform: "linux-x86_64".into(),
+            meter: "python".into(),
+        }
+    }
+
+    fn sample() -> BaselineFile {
+        let mut f = BaselineFile::new(env());
+        let e = Entry {
+            peak: 4096,
+            retained: 0,
+            allocations: 12,
+            cycles: 0,
+        };
+        f.entries.insert("test_b".into(), e);
+        f.entries
+            .insert("TestIO::test_read[utf-8]".into(), Entry { peak: 1, ..e });
+        f
+    }
+
+    #[test]
+    fn renders_sorted_and_stable() {
+        let text = sample().render();
+        let expected = "[memcheck]\nformat = 1\nimplementation = \"cpython\"\nmeter = \"python\"\nplatform = \"linux-x86_64\"\npython = \"3.11\"\n\n[\"TestIO::test_read[utf-8]\"]\nallocations = 12\ncycles = 0\npeak = 1\nretained = 0\n\n[test_b]\nallocations = 12\ncycles = 0\npeak = 4096\nretained = 0\n";
+        assert_eq!(text, expected);
+        let back = BaselineFile::parse(&text, Path::new("x.toml")).unwrap();
+        assert_eq!(back, sample());
+        assert_eq!(back.render(), text);
+    }
+
+    #[test]
+    fn write_is_atomic_and_skips_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/b/test_x.toml");
+        assert!(sample().write(&path).unwrap());
+        let modified = fs::metadata(&path).unwrap().modified().unwrap();
+        assert!(!sample().write(&path).unwrap());
+        assert_eq!(fs::metadata(&path).unwrap().modified().unwrap(), modified);
+        let leftovers: Vec<_> = fs::read_dir(path.parent().unwrap()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "no temporary file is left behind");
+        assert_eq!(BaselineFile::read(&path).unwrap().unwrap(), sample());
+        assert!(BaselineFile::read(&dir.path().join("missing.toml"))
+            .unwrap()
+            .is_none());
+    }
+
+    fn parse_err(text: &str) -> String {
+        BaselineFile::parse(text, Path::new("b/t.toml"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn malformed_files_name_file_line_column() {
+        let header = sample().render();
+        let head: String = header.lines().take(6).collect::<Vec<_>>().join("\n");
+        let e = parse_err(&format!(
+            "{head}\n\n[test_a]\npeak = \"big\"\nretained = 0\n"
+        ));
+        assert!(e.starts_with("b/t.toml:9:8: "), "{e}");
+        let e = parse_err(&format!("{head}\n\n[test_a]\npeak = -1\nretained = 0\n"));
+        assert!(e.starts_with("b/t.toml:9:"), "{e}");
+        let e = parse_err(&format!(
+            "{head}\n\n[test_a]\npeak = 1\nretained = 0\npaek = 3\n"
+        ));
+        assert!(
+            e.starts_with("b/t.toml:11:1: ") && e.contains("paek"),
+            "{e}"
+        );
+        let e = parse_err(&format!(
+            "{head}\n\n[test_a]\npeak = 1\npeak = 2\nretained = 0\n"
+        ));
+        assert!(
+            e.starts_with("b/t.toml:10:1: ") && e.contains("duplicate"),
+            "{e}"
+        );
+        let e = parse_err("[test_a]\npeak = 1\nretained = 0\n");
+        assert!(e.contains("missing the [memcheck] header"), "{e}");
+        let e = parse_err(&header.replace("format = 1", "format = 7"));
+        assert!(
+            e.starts_with("b/t.toml:2:1: format 7 was written by a newer"),
+            "{e}"
+        );
+        let e = parse_err("[memcheck\n");
+        assert!(e.starts_with("b/t.toml:1:"), "{e}");
+    }
+
+    #[test]
+    fn non_utf8_is_reported_with_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        fs::write(&path, b"[memcheck]\nformat = \xff\n").unwrap();
+        let e = BaselineFile::read(&path).unwrap_err().to_string();
+        assert!(
+            e.ends_with("t.toml:2:10: the file is not valid UTF-8"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn module_paths_stay_inside() {
+        let dir = Path::new("baselines");
+        assert_eq!(
+            module_file(dir, "tests/test_io.py").unwrap(),
+            Path::new("baselines/tests/test_io.toml")
+        );
+        for bad in ["../x.py", "/etc/passwd", "tests/../../x.py", ""] {
+            assert!(module_file(dir, bad).is_err(), "{bad}");
+        }
+        assert_eq!(split_nodeid("a/t.py::C::t[x::y]"), ("a/t.py", "C::t[x::y]"));
+    }
+
+    #[test]
+    fn header_key_is_reserved() {
+        let mut f = sample();
+        f.entries.insert(HEADER.into(), Entry::default());
+        let dir = tempfile::tempdir().unwrap();
+        assert!(f.write(&dir.path().join("t.toml")).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn any_node_id_round_trips(keys in proptest::collection::vec("\\PC*|[\\x00-\\x1f\"'\\\\\\[\\]:]{0,12}", 1..6), peak in 0u64..(i64::MAX as u64)) {
+            let mut f = BaselineFile::new(env());
+            for k in keys.iter().filter(|k| k.as_str() != HEADER) {
+                f.entries.insert(k.clone(), Entry { peak, retained: peak / 2, allocations: 3, cycles: 1 });
+            }
+            let text = f.render();
+            let back = BaselineFile::parse(&text, Path::new("p.toml")).unwrap();
+            prop_assert_eq!(&back, &f);
+            prop_assert_eq!(back.render(), text);
+        }
+    }
+}

@@ -1,0 +1,455 @@
+//! The gate: `limit = baseline × (1 + tolerance) + floor`, and the verdict of one test.
+
+use std::fmt;
+
+use crate::baseline::Entry;
+use crate::sizes::{format_delta, format_size, Percent};
+
+/// How far a value may move from its baseline before it counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tolerance {
+    pub relative: Percent,
+    /// Absolute slack in bytes (or objects, for cycles), so small tests are not judged on noise.
+    pub floor: u64,
+}
+
+/// Defaults measured on real suites (see README, "Defaults"): they catch +20 % on 1 MiB
+/// (limit 1.1 MiB + 64 KiB = 1.16 MiB) and leave the noise of small tests alone.
+pub const DEFAULT_TOLERANCE: Tolerance = Tolerance {
+    relative: Percent::from_percent(10),
+    floor: 64 * 1024,
+};
+
+impl Tolerance {
+    /// The highest value that still passes.
+    pub fn limit(&self, baseline: u64) -> u64 {
+        baseline
+            .saturating_add(self.relative.of(baseline))
+            .saturating_add(self.floor)
+    }
+
+    /// Values below this are an improvement worth recording; `None` when none can be.
+    pub fn improved_below(&self, baseline: u64) -> Option<u64> {
+        baseline
+            .checked_sub(self.relative.of(baseline))
+            .and_then(|v| v.checked_sub(self.floor))
+            .filter(|v| *v > 0)
+    }
+
+    /// Whether `value` is within tolerance of `baseline` in both directions.
+    pub fn holds(&self, baseline: u64, value: u64) -> bool {
+        value <= self.limit(baseline) && self.improved_below(baseline).is_none_or(|b| value >= b)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Metric {
+    Peak,
+    Retained,
+    Cycles,
+}
+
+impl Metric {
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Peak => "peak",
+            Metric::Retained => "retained",
+            Metric::Cycles => "cycles",
+        }
+    }
+
+    pub fn of(self, e: &Entry) -> u64 {
+        match self {
+            Metric::Peak => e.peak,
+            Metric::Retained => e.retained,
+            Metric::Cycles => e.cycles,
+        }
+    }
+
+    /// Bytes are shown as sizes, cycles as object counts.
+    pub fn show(self, v: u64) -> String {
+        match self {
+            Metric::Cycles => format!("{v} objects"),
+            _ => format_size(v),
+        }
+    }
+
+    /// Human size with the exact byte count: `1.50 MiB (1572864 B)`.
+    pub fn exact(self, v: u64) -> String {
+        match self {
+            Metric::Cycles => self.show(v),
+            _ => format!("{} ({v} B)", format_size(v)),
+        }
+    }
+
+    fn show_delta(self, d: i128) -> String {
+        match self {
+            Metric::Cycles => format!("{d:+} objects"),
+            _ => format!("{} ({d:+} B)", format_delta(d)),
+        }
+    }
+}
+
+/// The outcome of a test, worst first (the order of the summary).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Outcome {
+    Over,
+    EnvMismatch,
+    Stale,
+    New,
+    Improved,
+    Ok,
+}
+
+impl Outcome {
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Over => "over",
+            Outcome::Improved => "improved",
+            Outcome::New => "new",
+            Outcome::Stale => "stale",
+            Outcome::EnvMismatch => "env-mismatch",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Outcome> {
+        [
+            Outcome::Ok,
+            Outcome::Over,
+            Outcome::Improved,
+            Outcome::New,
+            Outcome::Stale,
+            Outcome::EnvMismatch,
+        ]
+        .into_iter()
+        .find(|o| o.name() == s)
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a test is judged against, per metric: a baseline with a tolerance, or an absolute limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Budget {
+    Relative { baseline: u64, tolerance: Tolerance },
+    Absolute { limit: u64, origin: &'static str },
+}
+
+/// One metric's judgement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Check {
+    pub metric: Metric,
+    pub measured: u64,
+    pub budget: Budget,
+}
+
+impl Check {
+    pub fn limit(&self) -> u64 {
+        match self.budget {
+            Budget::Relative {
+                baseline,
+                tolerance,
+            } => tolerance.limit(baseline),
+            Budget::Absolute { limit, .. } => limit,
+        }
+    }
+
+    pub fn baseline(&self) -> Option<u64> {
+        match self.budget {
+            Budget::Relative { baseline, .. } => Some(baseline),
+            Budget::Absolute { .. } => None,
+        }
+    }
+
+    pub fn over(&self) -> bool {
+        self.measured > self.limit()
+    }
+
+    pub fn improved(&self) -> bool {
+        match self.budget {
+            Budget::Relative {
+                baseline,
+                tolerance,
+            } => tolerance
+                .improved_below(baseline)
+                .is_some_and(|b| self.measured < b),
+            Budget::Absolute { .. } => false,
+        }
+    }
+
+    /// The failure line: metric, measured, limit and how it was made, change in % and bytes.
+    pub fn explain(&self) -> String {
+        let m = self.metric;
+        let head = format!(
+            "{} {} is over its limit {}",
+            m.name(),
+            m.exact(self.measured),
+            m.exact(self.limit())
+        );
+        match self.budget {
+            Budget::Relative {
+                baseline,
+                tolerance,
+            } => {
+                let delta = self.measured as i128 - baseline as i128;
+                let pct = if baseline == 0 {
+                    "from zero".to_string()
+                } else {
+                    format!("{:+.1}%", delta as f64 * 100.0 / baseline as f64)
+                };
+                format!(
+                    "{head} = baseline {} × (1 + {}) + floor {}; change {pct}, {}",
+                    m.show(baseline),
+                    tolerance.relative,
+                    m.show(tolerance.floor),
+                    m.show_delta(delta),
+                )
+            }
+            Budget::Absolute { origin, .. } => {
+                format!("{head}, the absolute limit set by {origin}")
+            }
+        }
+    }
+}
+
+/// The verdict of one measured test.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub outcome: Outcome,
+    pub checks: Vec<Check>,
+}
+
+impl Verdict {
+    pub fn failing(&self) -> impl Iterator<Item = &Check> {
+        self.checks.iter().filter(|c| c.over())
+    }
+}
+
+/// What the gate needs to know about one test besides its measurement.
+#[derive(Clone, Debug, Default)]
+pub struct Rules {
+    pub tolerance: Option<Tolerance>,
+    pub cycles_tolerance: Option<Tolerance>,
+    pub peak_limit: Option<(u64, &'static str)>,
+    pub retained_limit: Option<(u64, &'static str)>,
+    pub gate_cycles: bool,
+    pub strict: bool,
+}
+
+/// Judge `measured` against `baseline` (None: no baseline; `env_matches` false: a baseline from
+/// another environment, which is reported but not gated unless strict).
+pub fn judge(
+    measured: &Entry,
+    baseline: Option<&Entry>,
+    env_matches: bool,
+    rules: &Rules,
+) -> Verdict {
+    let tolerance = rules.tolerance.unwrap_or(DEFAULT_TOLERANCE);
+    let mut checks = Vec::new();
+    for (metric, absolute) in [
+        (Metric::Peak, rules.peak_limit),
+        (Metric::Retained, rules.retained_limit),
+    ] {
+        if let Some((limit, origin)) = absolute {
+            checks.push(Check {
+                metric,
+                measured: metric.of(measured),
+                budget: Budget::Absolute { limit, origin },
+            });
+        } else if let (Some(b), true) = (baseline, env_matches) {
+            checks.push(Check {
+                metric,
+                measured: metric.of(measured),
+                budget: Budget::Relative {
+                    baseline: metric.of(b),
+                    tolerance,
+                },
+            });
+        }
+    }
+    if let (true, Some(b), true) = (rules.gate_cycles, baseline, env_matches) {
+        checks.push(Check {
+            metric: Metric::Cycles,
+            measured: measured.cycles,
+            budget: Budget::Relative {
+                baseline: b.cycles,
+                tolerance: rules.cycles_tolerance.unwrap_or(Tolerance {
+                    relative: Percent::default(),
+                    floor: 0,
+                }),
+            },
+        });
+    }
+    let outcome = if checks.iter().any(Check::over) {
+        Outcome::Over
+    } else if baseline.is_none() {
+        Outcome::New
+    } else if !env_matches {
+        Outcome::EnvMismatch
+    } else if checks.iter().any(Check::improved) {
+        Outcome::Improved
+    } else {
+        Outcome::Ok
+    };
+    Verdict { outcome, checks }
+}
+
+/// Whether an outcome fails the test.
+pub fn fails(outcome: Outcome, strict: bool) -> bool {
+    match outcome {
+        Outcome::Over => true,
+        Outcome::New | Outcome::EnvMismatch => strict,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    fn entry(peak: u64, retained: u64) -> Entry {
+        Entry {
+            peak,
+            retained,
+            ..Entry::default()
+        }
+    }
+
+    #[test]
+    fn default_limit_catches_twenty_percent_of_one_mib() {
+        let t = DEFAULT_TOLERANCE;
+        assert_eq!(t.limit(MIB), MIB + 104_857 + 65_536);
+        assert!(t.limit(MIB) < MIB + MIB / 5, "+20% of 1 MiB must fail");
+        assert!(t.limit(MIB) > MIB + MIB / 100, "+1% must pass");
+        let v = judge(
+            &entry(MIB + MIB / 5, 0),
+            Some(&entry(MIB, 0)),
+            true,
+            &Rules::default(),
+        );
+        assert_eq!(v.outcome, Outcome::Over);
+        let v = judge(
+            &entry(MIB + MIB / 100, 0),
+            Some(&entry(MIB, 0)),
+            true,
+            &Rules::default(),
+        );
+        assert_eq!(v.outcome, Outcome::Ok);
+    }
+
+    #[test]
+    fn exact_byte_boundary() {
+        let t = Tolerance {
+            relative: Percent::from_percent(10),
+            floor: 100,
+        };
+        let rules = Rules {
+            tolerance: Some(t),
+            ..Rules::default()
+        };
+        let base = entry(1000, 0);
+        // limit = 1000 + 100 + 100 = 1200: 1200 passes, 1201 fails.
+        assert_eq!(
+            judge(&entry(1200, 0), Some(&base), true, &rules).outcome,
+            Outcome::Ok
+        );
+        assert_eq!(
+            judge(&entry(1201, 0), Some(&base), true, &rules).outcome,
+            Outcome::Over
+        );
+        // improved below 1000 - 100 - 100 = 800.
+        assert_eq!(
+            judge(&entry(800, 0), Some(&base), true, &rules).outcome,
+            Outcome::Ok
+        );
+        assert_eq!(
+            judge(&entry(799, 0), Some(&base), true, &rules).outcome,
+            Outcome::Improved
+        );
+    }
+
+    #[test]
+    fn absolute_limits_need_no_baseline() {
+        let rules = Rules {
+            peak_limit: Some((2048, "limit_memory")),
+            ..Rules::default()
+        };
+        assert_eq!(
+            judge(&entry(2048, 0), None, true, &rules).outcome,
+            Outcome::New
+        );
+        let v = judge(&entry(2049, 0), None, true, &rules);
+        assert_eq!(v.outcome, Outcome::Over);
+        let msg = v.failing().next().unwrap().explain();
+        assert!(msg.contains("absolute limit set by limit_memory"), "{msg}");
+    }
+
+    #[test]
+    fn other_environment_is_reported_not_gated() {
+        let v = judge(
+            &entry(10 * MIB, 0),
+            Some(&entry(MIB, 0)),
+            false,
+            &Rules::default(),
+        );
+        assert_eq!(v.outcome, Outcome::EnvMismatch);
+        assert!(!fails(v.outcome, false));
+        assert!(fails(v.outcome, true));
+        assert!(fails(Outcome::New, true) && !fails(Outcome::New, false));
+    }
+
+    #[test]
+    fn cycles_are_gated_only_when_asked() {
+        let base = Entry {
+            cycles: 2,
+            ..entry(0, 0)
+        };
+        let now = Entry {
+            cycles: 3,
+            ..entry(0, 0)
+        };
+        assert_eq!(
+            judge(&now, Some(&base), true, &Rules::default()).outcome,
+            Outcome::Ok
+        );
+        let rules = Rules {
+            gate_cycles: true,
+            ..Rules::default()
+        };
+        let v = judge(&now, Some(&base), true, &rules);
+        assert_eq!(v.outcome, Outcome::Over);
+        let msg = v.failing().next().unwrap().explain();
+        assert!(msg.starts_with("cycles 3 objects"), "{msg}");
+    }
+
+    #[test]
+    fn explain_names_every_number() {
+        let v = judge(
+            &entry(2 * MIB, 0),
+            Some(&entry(MIB, 0)),
+            true,
+            &Rules::default(),
+        );
+        let msg = v.failing().next().unwrap().explain();
+        assert_eq!(
+            msg,
+            "peak 2.00 MiB (2097152 B) is over its limit 1.16 MiB (1218969 B) = baseline 1.00 MiB × (1 + 10%) + floor 64.0 KiB; change +100.0%, +1.00 MiB (+1048576 B)"
+        );
+    }
+
+    #[test]
+    fn tolerance_holds_both_ways() {
+        let t = DEFAULT_TOLERANCE;
+        assert!(t.holds(MIB, MIB));
+        assert!(!t.holds(MIB, 2 * MIB));
+        assert!(!t.holds(MIB, 0));
+        assert!(t.holds(0, 1000));
+    }
+}

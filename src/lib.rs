@@ -1,0 +1,19 @@
+//! pytest-memcheck's engine: an exact per-test memory meter, baseline files and the gate.
+//! This file only declares the modules and the Python extension.
+
+pub mod baseline;
+pub mod config;
+pub mod error;
+pub mod gate;
+pub mod meter;
+mod python;
+pub mod report;
+pub mod session;
+pub mod sizes;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    python::register(m)
+}

@@ -1,0 +1,210 @@
+//! Counting buffers that extensions report with `PyTraceMalloc_Track` / `PyTraceMalloc_Untrack`.
+//!
+//! numpy allocates array data with `malloc` and reports it through these two functions, which do
+//! nothing unless tracemalloc is tracing. We redirect the imported entries of every loaded shared
+//! object (its GOT slots for these symbols) to our own functions, which count the buffer while a
+//! window is open and always forward to CPython's, so tracemalloc keeps working for whoever runs it.
+//! Objects loaded later are patched at the next window; `dl_iterate_phdr`'s load counter makes the
+//! check free when nothing new was loaded. Linux/ELF only; elsewhere extension buffers are not seen.
+
+use std::ffi::{c_int, c_uint};
+
+use super::hooks::{active, ledger};
+
+extern "C" {
+    fn PyTraceMalloc_Track(domain: c_uint, ptr: usize, size: usize) -> c_int;
+    fn PyTraceMalloc_Untrack(domain: c_uint, ptr: usize) -> c_int;
+}
+
+extern "C" fn track(domain: c_uint, ptr: usize, size: usize) -> c_int {
+    if active() {
+        ledger().track(domain, ptr, size as u64);
+    }
+    // SAFETY: CPython's own function, reached through our (unpatched) import.
+    let forwarded = unsafe { PyTraceMalloc_Track(domain, ptr, size) };
+    if active() {
+        0
+    } else {
+        forwarded
+    }
+}
+
+extern "C" fn untrack(domain: c_uint, ptr: usize) -> c_int {
+    if active() {
+        ledger().untrack(domain, ptr);
+    }
+    // SAFETY: as above.
+    let forwarded = unsafe { PyTraceMalloc_Untrack(domain, ptr) };
+    if active() {
+        0
+    } else {
+        forwarded
+    }
+}
+
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+mod elf {
+    use std::ffi::{c_int, c_void, CStr};
+    use std::sync::Mutex;
+
+    use libc::{dl_iterate_phdr, dl_phdr_info, Elf64_Rela, Elf64_Sym, PT_DYNAMIC, PT_GNU_RELRO};
+
+    #[repr(C)]
+    struct Elf64_Dyn {
+        d_tag: i64,
+        d_un: u64,
+    }
+
+    const DT_NULL: i64 = 0;
+    const DT_PLTRELSZ: i64 = 2;
+    const DT_STRTAB: i64 = 5;
+    const DT_SYMTAB: i64 = 6;
+    const DT_RELA: i64 = 7;
+    const DT_RELASZ: i64 = 8;
+    const DT_JMPREL: i64 = 23;
+
+    /// The loader's (adds, subs) counters at the last scan: unchanged means nothing new to patch.
+    static SEEN: Mutex<(u64, u64)> = Mutex::new((0, 0));
+
+    struct Scan {
+        replacements: [(&'static [u8], usize); 2],
+        own: usize,
+        counts: Option<(u64, u64)>,
+        patched: usize,
+    }
+
+    unsafe extern "C" fn first(info: *mut dl_phdr_info, _size: usize, data: *mut c_void) -> c_int {
+        let scan = &mut *(data as *mut Scan);
+        scan.counts = Some(((*info).dlpi_adds, (*info).dlpi_subs));
+        1
+    }
+
+    unsafe extern "C" fn visit(info: *mut dl_phdr_info, _size: usize, data: *mut c_void) -> c_int {
+        let scan = &mut *(data as *mut Scan);
+        let info = &*info;
+        let base = info.dlpi_addr as usize;
+        let phdrs = std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize);
+        // Skip ourselves: our imports must reach CPython's functions.
+        let own = phdrs.iter().any(|ph| {
+            let start = base + ph.p_vaddr as usize;
+            ph.p_type == libc::PT_LOAD && (start..start + ph.p_memsz as usize).contains(&scan.own)
+        });
+        if own {
+            return 0;
+        }
+        let mut relro = None;
+        let mut dynamic = None;
+        for ph in phdrs {
+            if ph.p_type == PT_DYNAMIC {
+                dynamic = Some((base + ph.p_vaddr as usize) as *const Elf64_Dyn);
+            } else if ph.p_type == PT_GNU_RELRO {
+                relro = Some((base + ph.p_vaddr as usize, ph.p_memsz as usize));
+            }
+        }
+        let Some(mut d) = dynamic else { return 0 };
+        let (mut strtab, mut symtab) = (0usize, 0usize);
+        let mut tables = [(0usize, 0usize); 2];
+        // Some loaders relocate these addresses in place, some do not.
+        let fix = |p: u64| {
+            if (p as usize) < base {
+                base + p as usize
+            } else {
+                p as usize
+            }
+        };
+        while (*d).d_tag != DT_NULL {
+            let v = (*d).d_un;
+            match (*d).d_tag {
+                DT_STRTAB => strtab = fix(v),
+                DT_SYMTAB => symtab = fix(v),
+                DT_RELA => tables[0].0 = fix(v),
+                DT_RELASZ => tables[0].1 = v as usize,
+                DT_JMPREL => tables[1].0 = fix(v),
+                DT_PLTRELSZ => tables[1].1 = v as usize,
+                _ => {}
+            }
+            d = d.add(1);
+        }
+        if strtab == 0 || symtab == 0 {
+            return 0;
+        }
+        for (table, size) in tables {
+            if table == 0 {
+                continue;
+            }
+            let relocs = std::slice::from_raw_parts(
+                table as *const Elf64_Rela,
+                size / std::mem::size_of::<Elf64_Rela>(),
+            );
+            for r in relocs {
+                let sym_index = (r.r_info >> 32) as usize;
+                if sym_index == 0 {
+                    continue;
+                }
+                let sym = &*((symtab as *const Elf64_Sym).add(sym_index));
+                let name = CStr::from_ptr((strtab + sym.st_name as usize) as *const _).to_bytes();
+                for (wanted, replacement) in scan.replacements {
+                    if name == wanted {
+                        let slot = base + r.r_offset as usize;
+                        patch(slot, replacement, relro);
+                        scan.patched += 1;
+                    }
+                }
+            }
+        }
+        0
+    }
+
+    unsafe fn patch(slot: usize, value: usize, relro: Option<(usize, usize)>) {
+        let page = 4096usize.max(libc::sysconf(libc::_SC_PAGESIZE) as usize);
+        let start = slot & !(page - 1);
+        let protected = relro.is_some_and(|(s, len)| (s..s + len).contains(&slot));
+        libc::mprotect(
+            start as *mut c_void,
+            page,
+            libc::PROT_READ | libc::PROT_WRITE,
+        );
+        std::ptr::write_volatile(slot as *mut usize, value);
+        if protected {
+            libc::mprotect(start as *mut c_void, page, libc::PROT_READ);
+        }
+    }
+
+    /// Patch objects loaded since the last call. Returns the number of slots patched now.
+    pub fn redirect(track: usize, untrack: usize) -> usize {
+        let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+        let mut scan = Scan {
+            replacements: [
+                (b"PyTraceMalloc_Track", track),
+                (b"PyTraceMalloc_Untrack", untrack),
+            ],
+            own: track,
+            counts: None,
+            patched: 0,
+        };
+        // SAFETY: dl_iterate_phdr hands us the loader's own program headers.
+        unsafe { dl_iterate_phdr(Some(first), &mut scan as *mut Scan as *mut c_void) };
+        let counts = scan.counts.unwrap_or_default();
+        if counts == *seen {
+            return 0;
+        }
+        // Objects patched before are patched again with the same value: harmless, and simpler
+        // than remembering which ones a reload may have replaced.
+        // SAFETY: as above; `visit` reads only mapped, loader-provided tables.
+        unsafe { dl_iterate_phdr(Some(visit), &mut scan as *mut Scan as *mut c_void) };
+        *seen = counts;
+        scan.patched
+    }
+}
+
+/// Make loaded extensions report their buffers to us. Cheap when nothing new was loaded.
+pub(crate) fn redirect_extensions() -> usize {
+    #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+    {
+        elf::redirect(track as *const () as usize, untrack as *const () as usize)
+    }
+    #[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
+    {
+        0
+    }
+}

@@ -1,0 +1,426 @@
+//! The Python face of the engine: thin wrappers, no logic of their own.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+
+use crate::baseline::{Entry, Environment};
+use crate::config;
+use crate::error::Error;
+use crate::gate::Outcome;
+use crate::meter::{self, MeterKind};
+use crate::report;
+use crate::session::{Coverage, MarkerRules, TestResult, UpdateMode};
+
+/// What one window measured.
+#[pyclass(frozen, module = "pytest_memcheck._engine")]
+#[derive(Clone)]
+pub struct Measurement {
+    #[pyo3(get)]
+    peak: u64,
+    #[pyo3(get)]
+    retained: u64,
+    #[pyo3(get)]
+    allocations: u64,
+    #[pyo3(get)]
+    cycles: u64,
+    /// False when the test replaced the allocator during the window.
+    #[pyo3(get)]
+    intact: bool,
+}
+
+#[pymethods]
+impl Measurement {
+    #[new]
+    #[pyo3(signature = (peak, retained, allocations=0, cycles=0, intact=true))]
+    fn new(peak: u64, retained: u64, allocations: u64, cycles: u64, intact: bool) -> Self {
+        Measurement {
+            peak,
+            retained,
+            allocations,
+            cycles,
+            intact,
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Measurement(peak={}, retained={}, allocations={}, cycles={}, intact={})",
+            self.peak,
+            self.retained,
+            self.allocations,
+            self.cycles,
+            if self.intact { "True" } else { "False" }
+        )
+    }
+}
+
+impl Measurement {
+    fn entry(&self) -> Entry {
+        Entry {
+            peak: self.peak,
+            retained: self.retained,
+            allocations: self.allocations,
+            cycles: self.cycles,
+        }
+    }
+}
+
+/// Call `func(*args, **kwargs)` inside a measured window; returns `(result, Measurement)`.
+#[pyfunction]
+#[pyo3(signature = (meter, func, args, kwargs=None))]
+fn measure<'py>(
+    py: Python<'py>,
+    meter: &str,
+    func: &Bound<'py, PyAny>,
+    args: &Bound<'py, PyTuple>,
+    kwargs: Option<&Bound<'py, PyDict>>,
+) -> PyResult<(Bound<'py, PyAny>, Measurement)> {
+    let kind = MeterKind::parse(meter, "meter")?;
+    let (result, m) = meter::measure(py, kind, func, args, kwargs)?;
+    Ok((
+        result,
+        Measurement {
+            peak: m.peak,
+            retained: m.retained,
+            allocations: m.allocations,
+            cycles: m.cycles,
+            intact: m.intact,
+        },
+    ))
+}
+
+/// Bytes held by the python meter's own bookkeeping.
+#[pyfunction]
+fn meter_footprint() -> u64 {
+    meter::footprint()
+}
+
+/// Parse a size (`64 KiB`) in bytes; errors name `origin`.
+#[pyfunction]
+#[pyo3(signature = (text, origin="size"))]
+fn parse_size(text: &str, origin: &str) -> PyResult<u64> {
+    Ok(crate::sizes::parse_size(text, origin)?)
+}
+
+/// Parse a percentage (`5%`) as a fraction; errors name `origin`.
+#[pyfunction]
+#[pyo3(signature = (text, origin="percentage"))]
+fn parse_percent(text: &str, origin: &str) -> PyResult<f64> {
+    Ok(crate::sizes::parse_percent(text, origin)?.ppm as f64 / 1_000_000.0)
+}
+
+#[pyfunction]
+fn format_size(bytes: u64) -> String {
+    crate::sizes::format_size(bytes)
+}
+
+/// The verdict of one test, as the plugin needs it.
+#[pyclass(frozen, module = "pytest_memcheck._engine")]
+pub struct Verdict {
+    #[pyo3(get)]
+    outcome: String,
+    /// Whether the gate fails the test.
+    #[pyo3(get)]
+    failed: bool,
+    #[pyo3(get)]
+    message: String,
+    result: TestResult,
+}
+
+#[pymethods]
+impl Verdict {
+    /// A plain dict for reports (it crosses to the xdist controller and into JSON).
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        result_to_dict(py, &self.result)
+    }
+}
+
+fn entry_dict<'py>(py: Python<'py>, e: &Entry) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("peak", e.peak)?;
+    d.set_item("retained", e.retained)?;
+    d.set_item("allocations", e.allocations)?;
+    d.set_item("cycles", e.cycles)?;
+    Ok(d)
+}
+
+fn result_to_dict<'py>(py: Python<'py>, r: &TestResult) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("nodeid", &r.nodeid)?;
+    d.set_item("outcome", r.outcome.name())?;
+    d.set_item("failed", r.failed)?;
+    d.set_item("recordable", r.recordable)?;
+    d.set_item("measured", entry_dict(py, &r.measured)?)?;
+    d.set_item(
+        "baseline",
+        r.baseline.as_ref().map(|b| entry_dict(py, b)).transpose()?,
+    )?;
+    let limits = PyDict::new(py);
+    for c in &r.checks {
+        limits.set_item(c.metric.name(), c.limit())?;
+    }
+    d.set_item("limits", limits)?;
+    Ok(d)
+}
+
+fn entry_from(d: &Bound<'_, PyAny>) -> PyResult<Entry> {
+    Ok(Entry {
+        peak: d.get_item("peak")?.extract()?,
+        retained: d.get_item("retained")?.extract()?,
+        allocations: d.get_item("allocations")?.extract()?,
+        cycles: d.get_item("cycles")?.extract()?,
+    })
+}
+
+fn result_from(d: &Bound<'_, PyAny>) -> PyResult<TestResult> {
+    let outcome: String = d.get_item("outcome")?.extract()?;
+    let baseline = d.get_item("baseline")?;
+    Ok(TestResult {
+        nodeid: d.get_item("nodeid")?.extract()?,
+        outcome: Outcome::parse(&outcome)
+            .ok_or_else(|| Error::usage("result", format!("unknown outcome '{outcome}'")))?,
+        measured: entry_from(&d.get_item("measured")?)?,
+        baseline: if baseline.is_none() {
+            None
+        } else {
+            Some(entry_from(&baseline)?)
+        },
+        checks: Vec::new(),
+        recordable: d.get_item("recordable")?.extract()?,
+        failed: d.get_item("failed")?.extract()?,
+    })
+}
+
+fn marker_rules(d: Option<&Bound<'_, PyDict>>) -> PyResult<MarkerRules> {
+    let mut rules = MarkerRules {
+        peak_origin: "the memcheck marker",
+        retained_origin: "the memcheck marker",
+        ..MarkerRules::default()
+    };
+    let Some(d) = d else { return Ok(rules) };
+    let text = |key: &str| -> PyResult<Option<String>> {
+        match d.get_item(key)? {
+            Some(v) if !v.is_none() => Ok(Some(v.str()?.to_string())),
+            _ => Ok(None),
+        }
+    };
+    rules.peak = text("peak")?;
+    rules.retained = text("retained")?;
+    rules.tolerance = text("tolerance")?;
+    rules.floor = text("floor")?;
+    rules.origin = text("origin")?.unwrap_or_else(|| "memcheck marker".into());
+    if let Some(v) = d.get_item("gate_cycles")? {
+        if !v.is_none() {
+            rules.gate_cycles = Some(v.is_truthy()?);
+        }
+    }
+    let source = |key: &str| -> PyResult<&'static str> {
+        Ok(match text(key)?.as_deref() {
+            Some("limit_memory") => "limit_memory",
+            Some("limit_leaks") => "limit_leaks",
+            _ => "the memcheck marker",
+        })
+    };
+    rules.peak_origin = source("peak_origin")?;
+    rules.retained_origin = source("retained_origin")?;
+    Ok(rules)
+}
+
+fn coverage(complete: bool, collected: Vec<String>, scope: Vec<String>) -> Coverage {
+    Coverage {
+        complete,
+        collected: collected.into_iter().collect::<BTreeSet<_>>(),
+        scope,
+    }
+}
+
+/// One run's settings, baselines and results.
+#[pyclass(module = "pytest_memcheck._engine")]
+pub struct Session {
+    inner: crate::session::Session,
+}
+
+#[pymethods]
+impl Session {
+    /// Load the settings of the project at `root` with `overrides` from the command line
+    /// (setting name → text) and point at its baseline directory.
+    #[new]
+    #[pyo3(signature = (root, overrides, python, implementation, platform))]
+    fn new(
+        root: PathBuf,
+        overrides: BTreeMap<String, String>,
+        python: String,
+        implementation: String,
+        platform: String,
+    ) -> PyResult<Self> {
+        let settings = config::load(&root, &overrides)?;
+        let dir = config::expand_dir(&settings.baseline_dir, &python, &platform, &implementation)?;
+        let env = Environment {
+            python,
+            implementation,
+            platform,
+            meter: settings.meter.name().to_string(),
+        };
+        let dir = root.join(dir);
+        Ok(Session {
+            inner: crate::session::Session::new(settings, env, dir),
+        })
+    }
+
+    #[getter]
+    fn baseline_dir(&self) -> PathBuf {
+        self.inner.dir.clone()
+    }
+
+    #[getter]
+    fn meter(&self) -> &'static str {
+        self.inner.settings.meter.name()
+    }
+
+    #[getter]
+    fn strict(&self) -> bool {
+        self.inner.settings.strict
+    }
+
+    #[getter]
+    fn confirm(&self) -> bool {
+        self.inner.settings.confirm
+    }
+
+    #[getter]
+    fn config_file(&self) -> Option<PathBuf> {
+        self.inner.settings.source.clone()
+    }
+
+    /// `tolerance 10%, floor 64.0 KiB` for the report header.
+    #[getter]
+    fn thresholds(&self) -> String {
+        let t = self.inner.settings.tolerance;
+        format!(
+            "tolerance {}, floor {}",
+            t.relative,
+            crate::sizes::format_size(t.floor)
+        )
+    }
+
+    #[getter]
+    fn environment(&self) -> String {
+        self.inner.env.to_string()
+    }
+
+    /// Read the baseline files of these modules now, so a malformed one stops the run early.
+    fn preload(&mut self, modules: Vec<String>) -> PyResult<()> {
+        for m in modules {
+            self.inner.load(&m)?;
+        }
+        Ok(())
+    }
+
+    #[pyo3(signature = (rules=None))]
+    fn check_markers(&self, rules: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+        Ok(self.inner.check_markers(&marker_rules(rules)?)?)
+    }
+
+    /// Judge a measurement; `update_hint` is the command shown to accept a change.
+    #[pyo3(signature = (nodeid, measurement, rules=None, update_hint=""))]
+    fn judge(
+        &mut self,
+        nodeid: &str,
+        measurement: &Measurement,
+        rules: Option<&Bound<'_, PyDict>>,
+        update_hint: &str,
+    ) -> PyResult<Verdict> {
+        let result = self
+            .inner
+            .judge(nodeid, measurement.entry(), &marker_rules(rules)?)?;
+        Ok(Verdict {
+            outcome: result.outcome.name().to_string(),
+            failed: result.failed,
+            message: report::failure_message(&result, update_hint),
+            result,
+        })
+    }
+
+    /// Keep a result (a dict from `Verdict.to_dict`, possibly from an xdist worker).
+    fn record(&mut self, result: &Bound<'_, PyAny>) -> PyResult<()> {
+        let r = result_from(result)?;
+        self.inner.record(r);
+        Ok(())
+    }
+
+    fn results<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        self.inner
+            .results
+            .iter()
+            .map(|r| result_to_dict(py, r))
+            .collect()
+    }
+
+    fn stale(
+        &mut self,
+        complete: bool,
+        collected: Vec<String>,
+        scope: Vec<String>,
+    ) -> PyResult<Vec<String>> {
+        Ok(self.inner.stale(&coverage(complete, collected, scope))?)
+    }
+
+    /// Write baselines; returns (path, written, pruned, deleted, note) per changed file.
+    #[allow(clippy::type_complexity)]
+    fn update(
+        &mut self,
+        all: bool,
+        complete: bool,
+        collected: Vec<String>,
+        scope: Vec<String>,
+    ) -> PyResult<Vec<(PathBuf, usize, usize, bool, Option<String>)>> {
+        let mode = if all {
+            UpdateMode::All
+        } else {
+            UpdateMode::Changed
+        };
+        let changes = self
+            .inner
+            .update(mode, &coverage(complete, collected, scope))?;
+        Ok(changes
+            .into_iter()
+            .map(|c| (c.path, c.written, c.pruned, c.deleted, c.note))
+            .collect())
+    }
+
+    #[pyo3(signature = (stale, verbose=false))]
+    fn summary(&self, stale: Vec<String>, verbose: bool) -> Option<String> {
+        report::summary_table(&self.inner.results, &stale, verbose)
+    }
+
+    fn totals(&self, stale: usize) -> String {
+        report::totals_line(&self.inner.results, stale)
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add_class::<Measurement>()?;
+    m.add_class::<Verdict>()?;
+    m.add_class::<Session>()?;
+    m.add_function(wrap_pyfunction!(measure, m)?)?;
+    m.add_function(wrap_pyfunction!(meter_footprint, m)?)?;
+    m.add_function(wrap_pyfunction!(parse_size, m)?)?;
+    m.add_function(wrap_pyfunction!(parse_percent, m)?)?;
+    m.add_function(wrap_pyfunction!(format_size, m)?)?;
+    m.add(
+        "MemcheckError",
+        py.get_type::<crate::error::MemcheckError>(),
+    )?;
+    m.add("UsageError", py.get_type::<crate::error::UsageError>())?;
+    m.add(
+        "FileFormatError",
+        py.get_type::<crate::error::FileFormatError>(),
+    )?;
+    m.add("MeterError", py.get_type::<crate::error::MeterError>())?;
+    m.add("FORMAT", crate::baseline::FORMAT)?;
+    Ok(())
+}

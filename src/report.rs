@@ -1,0 +1,194 @@
+//! What the user reads: the failure message of a test and the terminal summary table.
+
+use comfy_table::presets::UTF8_FULL_CONDENSED;
+use comfy_table::{Cell, ContentArrangement, Table};
+
+use crate::gate::Outcome;
+use crate::session::TestResult;
+use crate::sizes::{format_delta, format_size};
+
+/// The message of a test the gate fails.
+pub fn failure_message(r: &TestResult, update_hint: &str) -> String {
+    let mut lines = Vec::new();
+    match r.outcome {
+        Outcome::Over => {
+            lines.push("memcheck: over budget".to_string());
+            for c in r.checks.iter().filter(|c| c.over()) {
+                lines.push(format!("  {}", c.explain()));
+            }
+            lines.push(format!(
+                "  measured: peak {}, retained {}, {} allocations, {} cycle objects",
+                format_size(r.measured.peak),
+                format_size(r.measured.retained),
+                r.measured.allocations,
+                r.measured.cycles
+            ));
+            if r.checks.iter().any(|c| c.over() && c.baseline().is_some()) {
+                lines.push(format!("  if the growth is intended, accept it: {update_hint}"));
+            }
+        }
+        Outcome::New => lines.push(format!(
+            "memcheck: no baseline for this test (strict mode); record one: {update_hint}"
+        )),
+        Outcome::EnvMismatch => lines.push(format!(
+            "memcheck: the baseline was recorded in another environment (strict mode); re-record it: {update_hint}"
+        )),
+        _ => {}
+    }
+    lines.join("\n")
+}
+
+fn delta(now: u64, base: Option<u64>) -> String {
+    match base {
+        Some(b) if b > 0 => format!(
+            "{} ({:+.1}%)",
+            format_delta(now as i128 - b as i128),
+            (now as f64 - b as f64) * 100.0 / b as f64
+        ),
+        Some(b) => format_delta(now as i128 - b as i128),
+        None => String::new(),
+    }
+}
+
+/// The summary table: tests over budget, improved, new, with other environments' baselines, and
+/// stale entries; every test when `verbose`.
+pub fn summary_table(results: &[TestResult], stale: &[String], verbose: bool) -> Option<String> {
+    let mut rows: Vec<&TestResult> = results
+        .iter()
+        .filter(|r| verbose || r.outcome != Outcome::Ok)
+        .collect();
+    rows.sort_by(|a, b| (a.outcome, &a.nodeid).cmp(&(b.outcome, &b.nodeid)));
+    if rows.is_empty() && stale.is_empty() {
+        return None;
+    }
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        // Node ids stay on one line, whatever the terminal width: they are copied and grepped.
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header([
+            "outcome",
+            "test",
+            "peak",
+            "Δ peak",
+            "retained",
+            "Δ retained",
+            "allocations",
+        ]);
+    for r in rows {
+        let base = r.baseline;
+        table.add_row([
+            Cell::new(r.outcome.name()),
+            Cell::new(&r.nodeid),
+            Cell::new(format_size(r.measured.peak)),
+            Cell::new(delta(r.measured.peak, base.map(|b| b.peak))),
+            Cell::new(format_size(r.measured.retained)),
+            Cell::new(delta(r.measured.retained, base.map(|b| b.retained))),
+            Cell::new(r.measured.allocations),
+        ]);
+    }
+    for s in stale {
+        table.add_row([
+            Cell::new("stale"),
+            Cell::new(s),
+            Cell::new(""),
+            Cell::new(""),
+            Cell::new(""),
+            Cell::new(""),
+            Cell::new(""),
+        ]);
+    }
+    Some(table.to_string())
+}
+
+/// One line of totals: `12 measured: 1 over, 2 new, 9 ok`.
+pub fn totals_line(results: &[TestResult], stale: usize) -> String {
+    let count = |o: Outcome| results.iter().filter(|r| r.outcome == o).count();
+    let mut parts = Vec::new();
+    for o in [
+        Outcome::Over,
+        Outcome::Improved,
+        Outcome::New,
+        Outcome::EnvMismatch,
+        Outcome::Ok,
+    ] {
+        let n = count(o);
+        if n > 0 {
+            parts.push(format!("{n} {}", o.name()));
+        }
+    }
+    if stale > 0 {
+        parts.push(format!("{stale} stale"));
+    }
+    if parts.is_empty() {
+        parts.push("nothing to report".into());
+    }
+    format!("{} measured: {}", results.len(), parts.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::baseline::Entry;
+    use crate::gate::{judge, Rules};
+
+    fn result(id: &str, peak: u64, base: Option<u64>) -> TestResult {
+        let measured = Entry {
+            peak,
+            retained: 0,
+            allocations: 3,
+            cycles: 0,
+        };
+        let b = base.map(|p| Entry {
+            peak: p,
+            ..measured
+        });
+        let v = judge(&measured, b.as_ref(), true, &Rules::default());
+        TestResult {
+            nodeid: id.into(),
+            outcome: v.outcome,
+            measured,
+            baseline: b,
+            checks: v.checks,
+            recordable: true,
+            failed: v.outcome == Outcome::Over,
+        }
+    }
+
+    #[test]
+    fn table_lists_what_needs_attention() {
+        let rs = vec![
+            result("t.py::ok", 100, Some(100)),
+            result("t.py::over", 4 << 20, Some(1 << 20)),
+            result("t.py::new", 10, None),
+        ];
+        let t = summary_table(&rs, &["t.py::gone".into()], false).unwrap();
+        assert!(t.contains("t.py::over") && t.contains("t.py::new") && t.contains("t.py::gone"));
+        assert!(!t.contains("t.py::ok"));
+        assert!(
+            t.find("over").unwrap() < t.find("t.py::new").unwrap(),
+            "worst first"
+        );
+        assert!(t.contains("+3.00 MiB (+300.0%)"), "{t}");
+        assert!(summary_table(&rs, &[], true).unwrap().contains("t.py::ok"));
+        assert_eq!(
+            totals_line(&rs, 1),
+            "3 measured: 1 over, 1 new, 1 ok, 1 stale"
+        );
+        assert!(summary_table(&rs[..1], &[], false).is_none());
+    }
+
+    #[test]
+    fn failure_message_names_numbers_and_the_fix() {
+        let r = result("t.py::over", 4 << 20, Some(1 << 20));
+        let m = failure_message(&r, "pytest --memcheck-update 't.py::over'");
+        assert!(
+            m.starts_with("memcheck: over budget\n  peak 4.00 MiB (4194304 B) is over its limit"),
+            "{m}"
+        );
+        assert!(
+            m.contains("accept it: pytest --memcheck-update 't.py::over'"),
+            "{m}"
+        );
+    }
+}

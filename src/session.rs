@@ -1,0 +1,555 @@
+//! The state of one run: settings, the baselines of the modules it touches, and the results.
+//! Plain Rust; the pytest plugin drives it through `python.rs`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::baseline::{module_file, split_nodeid, BaselineFile, Entry, Environment};
+use crate::config::Settings;
+use crate::error::{Error, Result};
+use crate::gate::{fails, judge, Check, Outcome, Rules, Tolerance};
+use crate::sizes::{parse_percent, parse_size};
+
+/// Per-test settings from markers (`memcheck(...)`, `limit_memory`, `limit_leaks`), as text.
+#[derive(Clone, Debug, Default)]
+pub struct MarkerRules {
+    pub peak: Option<String>,
+    pub retained: Option<String>,
+    pub tolerance: Option<String>,
+    pub floor: Option<String>,
+    pub gate_cycles: Option<bool>,
+    /// Where the values came from, for error messages (`memcheck marker of tests/t.py::test_a`).
+    pub origin: String,
+    /// Which marker set the peak / retained limit, for the failure message.
+    pub peak_origin: &'static str,
+    pub retained_origin: &'static str,
+}
+
+/// One measured test and its verdict.
+#[derive(Clone, Debug)]
+pub struct TestResult {
+    pub nodeid: String,
+    pub outcome: Outcome,
+    pub measured: Entry,
+    pub baseline: Option<Entry>,
+    pub checks: Vec<Check>,
+    /// The test passed its own assertions: its values may be written by an update.
+    pub recordable: bool,
+    /// Whether the verdict fails the test.
+    pub failed: bool,
+}
+
+/// How much of the suite a run covered, for stale reports and pruning.
+#[derive(Clone, Debug, Default)]
+pub struct Coverage {
+    /// No -k/-m/node-id selection, deselection, collection error or early stop.
+    pub complete: bool,
+    /// Node ids collected.
+    pub collected: BTreeSet<String>,
+    /// Module path prefixes (relative to the root) the run's arguments cover; empty = everything.
+    pub scope: Vec<String>,
+}
+
+impl Coverage {
+    fn covers(&self, module: &str) -> bool {
+        self.scope.is_empty()
+            || self.scope.iter().any(|p| {
+                p.is_empty()
+                    || module == p
+                    || module.starts_with(&format!("{}/", p.trim_end_matches('/')))
+            })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpdateMode {
+    /// Only new entries and entries outside their tolerance.
+    Changed,
+    /// Every measured entry.
+    All,
+}
+
+/// What an update did to one file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileChange {
+    pub path: PathBuf,
+    pub written: usize,
+    pub pruned: usize,
+    pub deleted: bool,
+    pub note: Option<String>,
+}
+
+pub struct Session {
+    pub settings: Settings,
+    pub env: Environment,
+    pub dir: PathBuf,
+    files: HashMap<String, Option<BaselineFile>>,
+    pub results: Vec<TestResult>,
+}
+
+impl Session {
+    /// `dir` is the baseline directory, already expanded and absolute.
+    pub fn new(settings: Settings, env: Environment, dir: PathBuf) -> Self {
+        Session {
+            settings,
+            env,
+            dir,
+            files: HashMap::new(),
+            results: Vec::new(),
+        }
+    }
+
+    /// Load (once) the baselines of `module`. A malformed file is an error, never overwritten.
+    pub fn load(&mut self, module: &str) -> Result<Option<&BaselineFile>> {
+        if !self.files.contains_key(module) {
+            let path = module_file(&self.dir, module)?;
+            let file = BaselineFile::read(&path)?;
+            self.files.insert(module.to_string(), file);
+        }
+        Ok(self.files[module].as_ref())
+    }
+
+    /// The baseline of a node id, and whether it was recorded in this environment.
+    pub fn baseline(&mut self, nodeid: &str) -> Result<Option<(Entry, bool)>> {
+        let (module, key) = split_nodeid(nodeid);
+        let env = self.env.clone();
+        Ok(self
+            .load(module)?
+            .and_then(|f| f.entries.get(key).map(|e| (*e, f.env == env))))
+    }
+
+    fn rules(&self, marks: &MarkerRules) -> Result<Rules> {
+        let origin = |what: &str| format!("{} {what}=", marks.origin);
+        let size = |v: &Option<String>, what: &str| -> Result<Option<u64>> {
+            v.as_deref()
+                .map(|t| parse_size(t, &origin(what)))
+                .transpose()
+        };
+        let mut tolerance = self.settings.tolerance;
+        if let Some(t) = &marks.tolerance {
+            tolerance.relative = parse_percent(t, &origin("tolerance"))?;
+        }
+        if let Some(f) = size(&marks.floor, "floor")? {
+            tolerance.floor = f;
+        }
+        Ok(Rules {
+            tolerance: Some(tolerance),
+            cycles_tolerance: Some(Tolerance {
+                relative: Default::default(),
+                floor: 0,
+            }),
+            peak_limit: size(&marks.peak, "peak")?.map(|l| (l, marks.peak_origin)),
+            retained_limit: size(&marks.retained, "retained")?.map(|l| (l, marks.retained_origin)),
+            gate_cycles: marks.gate_cycles.unwrap_or(self.settings.gate_cycles),
+            strict: self.settings.strict,
+        })
+    }
+
+    /// Check marker values without judging anything (at collection, so errors come early).
+    pub fn check_markers(&self, marks: &MarkerRules) -> Result<()> {
+        self.rules(marks).map(|_| ())
+    }
+
+    /// Judge a measurement against its baseline and the test's markers.
+    pub fn judge(
+        &mut self,
+        nodeid: &str,
+        measured: Entry,
+        marks: &MarkerRules,
+    ) -> Result<TestResult> {
+        let rules = self.rules(marks)?;
+        let found = self.baseline(nodeid)?;
+        let verdict = judge(
+            &measured,
+            found.as_ref().map(|(e, _)| e),
+            found.is_none_or(|(_, same_env)| same_env),
+            &rules,
+        );
+        Ok(TestResult {
+            nodeid: nodeid.to_string(),
+            failed: fails(verdict.outcome, rules.strict),
+            outcome: verdict.outcome,
+            measured,
+            baseline: found.map(|(e, _)| e),
+            checks: verdict.checks,
+            recordable: true,
+        })
+    }
+
+    pub fn record(&mut self, result: TestResult) {
+        self.results.push(result);
+    }
+
+    /// Every baseline file under the directory, as (module path with `.py`, file path).
+    fn baseline_files(&self) -> Vec<(String, PathBuf)> {
+        fn walk(dir: &Path, rel: &str, out: &mut Vec<(String, PathBuf)>) {
+            let Ok(entries) = fs::read_dir(dir) else {
+                return;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let path = e.path();
+                let rel_name = if rel.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{rel}/{name}")
+                };
+                if path.is_dir() {
+                    walk(&path, &rel_name, out);
+                } else if let Some(stem) = rel_name.strip_suffix(".toml") {
+                    if !name.starts_with('.') {
+                        out.push((format!("{stem}.py"), path));
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.dir, "", &mut out);
+        out.sort();
+        out
+    }
+
+    /// Baseline entries whose test was not collected by a complete run, sorted.
+    pub fn stale(&mut self, coverage: &Coverage) -> Result<Vec<String>> {
+        if !coverage.complete {
+            return Ok(Vec::new());
+        }
+        let mut stale = Vec::new();
+        for (module, _) in self.baseline_files() {
+            if !coverage.covers(&module) {
+                continue;
+            }
+            if let Some(file) = self.load(&module)? {
+                for key in file.entries.keys() {
+                    let nodeid = format!("{module}::{key}");
+                    if !coverage.collected.contains(&nodeid) {
+                        stale.push(nodeid);
+                    }
+                }
+            }
+        }
+        Ok(stale)
+    }
+
+    /// Write the results of this run into the baseline files. Entries of tests that were not
+    /// collected are pruned only after a complete run. Returns the files that changed.
+    pub fn update(&mut self, mode: UpdateMode, coverage: &Coverage) -> Result<Vec<FileChange>> {
+        let mut by_module: BTreeMap<String, Vec<&TestResult>> = BTreeMap::new();
+        for r in self.results.iter().filter(|r| r.recordable) {
+            by_module
+                .entry(split_nodeid(&r.nodeid).0.to_string())
+                .or_default()
+                .push(r);
+        }
+        let mut modules: BTreeSet<String> = by_module.keys().cloned().collect();
+        if coverage.complete {
+            modules.extend(
+                self.baseline_files()
+                    .into_iter()
+                    .map(|(m, _)| m)
+                    .filter(|m| coverage.covers(m)),
+            );
+        }
+        // Read everything first: one malformed file stops the update before anything is written.
+        let mut existing = BTreeMap::new();
+        for module in &modules {
+            let path = module_file(&self.dir, module)?;
+            existing.insert(module.clone(), (path.clone(), BaselineFile::read(&path)?));
+        }
+        let tolerance = self.settings.tolerance;
+        let mut changes = Vec::new();
+        for (module, (path, old)) in existing {
+            let results = by_module.get(&module).map(Vec::as_slice).unwrap_or(&[]);
+            let mut note = None;
+            let mut file = match old.clone() {
+                Some(f) if f.env == self.env => f,
+                Some(f) => {
+                    if !coverage.complete {
+                        changes.push(FileChange {
+                            path,
+                            written: 0,
+                            pruned: 0,
+                            deleted: false,
+                            note: Some(format!(
+                                "recorded on {}, this run is {}: not rewritten by a partial run; re-record it with a complete run, or use {{python}}/{{platform}} in baseline-dir",
+                                f.env, self.env
+                            )),
+                        });
+                        continue;
+                    }
+                    note = Some(format!("re-recorded: was {}", f.env));
+                    BaselineFile::new(self.env.clone())
+                }
+                None => BaselineFile::new(self.env.clone()),
+            };
+            let mut written = 0;
+            for r in results {
+                let key = split_nodeid(&r.nodeid).1.to_string();
+                let keep = match file.entries.get(&key) {
+                    Some(old) => {
+                        mode == UpdateMode::Changed
+                            && tolerance.holds(old.peak, r.measured.peak)
+                            && tolerance.holds(old.retained, r.measured.retained)
+                            && (!self.settings.gate_cycles || old.cycles == r.measured.cycles)
+                    }
+                    None => false,
+                };
+                if !keep && file.entries.get(&key) != Some(&r.measured) {
+                    file.entries.insert(key, r.measured);
+                    written += 1;
+                }
+            }
+            let mut pruned = 0;
+            if coverage.complete {
+                let before = file.entries.len();
+                file.entries
+                    .retain(|key, _| coverage.collected.contains(&format!("{module}::{key}")));
+                pruned = before - file.entries.len();
+            }
+            let deleted = file.entries.is_empty() && old.is_some() && coverage.complete;
+            let changed = if deleted {
+                fs::remove_file(&path).map_err(|e| Error::io(&path, "remove", e))?;
+                true
+            } else {
+                !file.entries.is_empty() && file.write(&path)?
+            };
+            if !changed && note.is_none() {
+                continue;
+            }
+            self.files
+                .insert(module.clone(), if deleted { None } else { Some(file) });
+            changes.push(FileChange {
+                path,
+                written,
+                pruned,
+                deleted,
+                note,
+            });
+        }
+        Ok(changes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> Environment {
+        Environment {
+            python: "3.11".into(),
+            implementation: "cpython".into(),
+            platform: "linux-x86_64".into(),
+            meter: "python".into(),
+        }
+    }
+
+    fn entry(peak: u64) -> Entry {
+        Entry {
+            peak,
+            retained: 0,
+            allocations: 1,
+            cycles: 0,
+        }
+    }
+
+    fn session(dir: &Path) -> Session {
+        Session::new(Settings::default(), env(), dir.to_path_buf())
+    }
+
+    fn run(
+        dir: &Path,
+        values: &[(&str, u64)],
+        coverage: &Coverage,
+        mode: UpdateMode,
+    ) -> Vec<FileChange> {
+        let mut s = session(dir);
+        for (id, peak) in values {
+            let r = s.judge(id, entry(*peak), &MarkerRules::default()).unwrap();
+            s.record(r);
+        }
+        s.update(mode, coverage).unwrap()
+    }
+
+    fn complete(ids: &[&str]) -> Coverage {
+        Coverage {
+            complete: true,
+            collected: ids.iter().map(|s| s.to_string()).collect(),
+            scope: vec![],
+        }
+    }
+
+    #[test]
+    fn update_writes_new_then_only_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = ["tests/test_a.py::test_x", "tests/test_a.py::test_y"];
+        let cov = complete(&ids);
+        let ch = run(
+            dir.path(),
+            &[(ids[0], 1_000_000), (ids[1], 10)],
+            &cov,
+            UpdateMode::Changed,
+        );
+        assert_eq!(ch.len(), 1);
+        assert_eq!(ch[0].written, 2);
+        let path = dir.path().join("tests/test_a.toml");
+        let text = fs::read_to_string(&path).unwrap();
+        // +1% is within tolerance: nothing churns.
+        let ch = run(
+            dir.path(),
+            &[(ids[0], 1_010_000), (ids[1], 11)],
+            &cov,
+            UpdateMode::Changed,
+        );
+        assert!(ch.is_empty(), "{ch:?}");
+        assert_eq!(fs::read_to_string(&path).unwrap(), text);
+        // all rewrites every entry that differs
+        let ch = run(
+            dir.path(),
+            &[(ids[0], 1_010_000), (ids[1], 11)],
+            &cov,
+            UpdateMode::All,
+        );
+        assert_eq!(ch[0].written, 2);
+        // +50% is rewritten by a plain update
+        let ch = run(
+            dir.path(),
+            &[(ids[0], 1_500_000), (ids[1], 11)],
+            &cov,
+            UpdateMode::Changed,
+        );
+        assert_eq!(ch[0].written, 1);
+    }
+
+    #[test]
+    fn pruning_needs_a_complete_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = [
+            "t/test_a.py::test_x",
+            "t/test_a.py::test_y",
+            "t/test_b.py::test_z",
+        ];
+        run(
+            dir.path(),
+            &[(ids[0], 1), (ids[1], 2), (ids[2], 3)],
+            &complete(&ids),
+            UpdateMode::Changed,
+        );
+        let partial = Coverage {
+            complete: false,
+            collected: [ids[0].to_string()].into(),
+            scope: vec![],
+        };
+        let ch = run(dir.path(), &[(ids[0], 1)], &partial, UpdateMode::Changed);
+        assert!(ch.is_empty());
+        let mut s = session(dir.path());
+        assert!(s.stale(&partial).unwrap().is_empty());
+        let cov = complete(&ids[..1]);
+        assert_eq!(
+            s.stale(&cov).unwrap(),
+            vec![ids[1].to_string(), ids[2].to_string()]
+        );
+        let ch = run(dir.path(), &[(ids[0], 1)], &cov, UpdateMode::Changed);
+        assert_eq!(ch.len(), 2);
+        assert!(ch
+            .iter()
+            .any(|c| c.deleted && c.path.ends_with("t/test_b.toml")));
+        assert!(!dir.path().join("t/test_b.toml").exists());
+        assert!(ch.iter().any(|c| c.pruned == 1 && !c.deleted));
+    }
+
+    #[test]
+    fn scope_limits_pruning_to_the_run_arguments() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = ["a/test_a.py::test_x", "b/test_b.py::test_z"];
+        run(
+            dir.path(),
+            &[(ids[0], 1), (ids[1], 3)],
+            &complete(&ids),
+            UpdateMode::Changed,
+        );
+        let cov = Coverage {
+            complete: true,
+            collected: [ids[0].to_string()].into(),
+            scope: vec!["a".into()],
+        };
+        run(dir.path(), &[(ids[0], 1)], &cov, UpdateMode::Changed);
+        assert!(dir.path().join("b/test_b.toml").exists());
+    }
+
+    #[test]
+    fn malformed_file_stops_update_and_is_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t/test_a.toml");
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, "[memcheck\nbroken").unwrap();
+        let mut s = session(dir.path());
+        let e = s
+            .judge("t/test_a.py::test_x", entry(1), &MarkerRules::default())
+            .unwrap_err();
+        assert!(e.to_string().contains("test_a.toml:1:"), "{e}");
+        s.results.push(TestResult {
+            nodeid: "t/test_a.py::test_x".into(),
+            outcome: Outcome::New,
+            measured: entry(1),
+            baseline: None,
+            checks: vec![],
+            recordable: true,
+            failed: false,
+        });
+        assert!(s
+            .update(UpdateMode::All, &complete(&["t/test_a.py::test_x"]))
+            .is_err());
+        assert_eq!(fs::read_to_string(&path).unwrap(), "[memcheck\nbroken");
+    }
+
+    #[test]
+    fn other_environment_is_kept_on_partial_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = "t/test_a.py::test_x";
+        run(
+            dir.path(),
+            &[(id, 100)],
+            &complete(&[id]),
+            UpdateMode::Changed,
+        );
+        let path = dir.path().join("t/test_a.toml");
+        let before = fs::read_to_string(&path).unwrap();
+        let mut s = session(dir.path());
+        s.env.python = "3.12".into();
+        let r = s.judge(id, entry(5000), &MarkerRules::default()).unwrap();
+        assert_eq!(r.outcome, Outcome::EnvMismatch);
+        s.record(r);
+        let ch = s.update(UpdateMode::Changed, &Coverage::default()).unwrap();
+        assert!(ch[0]
+            .note
+            .as_ref()
+            .unwrap()
+            .contains("not rewritten by a partial run"));
+        assert_eq!(fs::read_to_string(&path).unwrap(), before);
+        let ch = s.update(UpdateMode::Changed, &complete(&[id])).unwrap();
+        assert!(ch[0].note.as_ref().unwrap().contains("re-recorded"));
+        assert!(fs::read_to_string(&path)
+            .unwrap()
+            .contains("python = \"3.12\""));
+    }
+
+    #[test]
+    fn marker_values_are_checked_with_their_origin() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = session(dir.path());
+        let marks = MarkerRules {
+            peak: Some("lots".into()),
+            origin: "memcheck marker of t.py::test_a".into(),
+            ..MarkerRules::default()
+        };
+        let e = s
+            .judge("t.py::test_a", entry(1), &marks)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("memcheck marker of t.py::test_a peak=: invalid size 'lots'"),
+            "{e}"
+        );
+    }
+}

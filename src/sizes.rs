@@ -1,0 +1,269 @@
+//! Sizes (`123`, `64 KiB`, `1.5MB`, `2 GiB`) and percentages (`5%`), parsed exactly.
+//!
+//! KB/MB/GB/TB are powers of 1000, KiB/MiB/GiB/TiB powers of 1024, as in the SI and IEC
+//! standards. Values are computed with integer arithmetic so `1.5 MiB` is exactly 1572864.
+
+use std::fmt;
+
+use crate::error::{Error, Result};
+
+const UNITS: &[(&str, u64)] = &[
+    ("b", 1),
+    ("kb", 1_000),
+    ("mb", 1_000_000),
+    ("gb", 1_000_000_000),
+    ("tb", 1_000_000_000_000),
+    ("kib", 1 << 10),
+    ("mib", 1 << 20),
+    ("gib", 1 << 30),
+    ("tib", 1 << 40),
+];
+
+/// A non-negative decimal number split into integer digits and fraction digits, exact.
+struct Decimal {
+    digits: u128,
+    scale: u32,
+}
+
+fn parse_decimal(text: &str) -> std::result::Result<Decimal, String> {
+    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
+    if int.is_empty() && frac.is_empty() {
+        return Err("a number is missing".into());
+    }
+    if !int.chars().chain(frac.chars()).all(|c| c.is_ascii_digit()) {
+        return Err(format!("'{text}' is not a non-negative number"));
+    }
+    if int.len() + frac.len() > 30 {
+        return Err("the number is too large".into());
+    }
+    let digits: u128 = format!("{int}{frac}").parse().map_err(|_| "not a number")?;
+    Ok(Decimal {
+        digits,
+        scale: frac.len() as u32,
+    })
+}
+
+/// Parse a size in bytes. `origin` names where the text came from, for the error message.
+pub fn parse_size(text: &str, origin: &str) -> Result<u64> {
+    let bad = |why: String| {
+        Error::usage(
+            origin,
+            format!("invalid size '{text}': {why} (write e.g. 123, 64 KiB, 1.5MB, 2 GiB)"),
+        )
+    };
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err(bad("it is empty".into()));
+    }
+    if trimmed.starts_with('-') {
+        return Err(bad("sizes cannot be negative".into()));
+    }
+    let split = trimmed
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let unit = unit.trim();
+    let multiplier = if unit.is_empty() {
+        1
+    } else {
+        let lower = unit.to_ascii_lowercase();
+        match UNITS.iter().find(|(name, _)| *name == lower) {
+            Some((_, m)) => *m,
+            None => return Err(bad(format!("unknown unit '{unit}'"))),
+        }
+    };
+    let decimal = parse_decimal(number).map_err(bad)?;
+    let scaled = decimal
+        .digits
+        .checked_mul(multiplier as u128)
+        .ok_or_else(|| bad("it is too large".into()))?;
+    let divisor = 10u128.pow(decimal.scale);
+    // Round half up: "1.3 KiB" is 1331.2 bytes, a limit of 1331 bytes.
+    let bytes = (scaled + divisor / 2) / divisor;
+    u64::try_from(bytes).map_err(|_| bad("it is too large".into()))
+}
+
+/// A relative tolerance, stored in parts per million so limits are exact integers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Percent {
+    pub ppm: u64,
+}
+
+impl Percent {
+    pub const fn from_percent(p: u64) -> Self {
+        Percent { ppm: p * 10_000 }
+    }
+
+    /// `value × this percentage`, rounded down.
+    pub fn of(self, value: u64) -> u64 {
+        ((value as u128 * self.ppm as u128) / 1_000_000) as u64
+    }
+}
+
+/// Parse `5%`, `5 %`, `0.5%` or a bare `5` (read as percent).
+pub fn parse_percent(text: &str, origin: &str) -> Result<Percent> {
+    let bad = |why: String| {
+        Error::usage(
+            origin,
+            format!("invalid percentage '{text}': {why} (write e.g. 10%, 2.5%)"),
+        )
+    };
+    let trimmed = text.trim();
+    let number = trimmed.strip_suffix('%').unwrap_or(trimmed).trim();
+    if number.starts_with('-') {
+        return Err(bad("it cannot be negative".into()));
+    }
+    let decimal = parse_decimal(number).map_err(bad)?;
+    if decimal.scale > 4 {
+        return Err(bad("at most 4 decimals".into()));
+    }
+    let ppm = decimal.digits * 10_000 / 10u128.pow(decimal.scale);
+    if ppm > 100_000_000 {
+        return Err(bad("at most 10000%".into()));
+    }
+    Ok(Percent { ppm: ppm as u64 })
+}
+
+impl fmt::Display for Percent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let whole = self.ppm / 10_000;
+        let frac = self.ppm % 10_000;
+        if frac == 0 {
+            write!(f, "{whole}%")
+        } else {
+            let s = format!("{frac:04}");
+            write!(f, "{whole}.{}%", s.trim_end_matches('0'))
+        }
+    }
+}
+
+/// Human-readable binary size: `512 B`, `64.0 KiB`, `1.50 MiB`.
+pub fn format_size(bytes: u64) -> String {
+    const NAMES: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < NAMES.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    let decimals = if value >= 100.0 {
+        0
+    } else if value >= 10.0 {
+        1
+    } else {
+        2
+    };
+    format!("{value:.decimals$} {}", NAMES[unit])
+}
+
+/// A signed difference as a size: `+1.50 MiB`, `-512 B`.
+pub fn format_delta(delta: i128) -> String {
+    let sign = if delta < 0 { "-" } else { "+" };
+    format!(
+        "{sign}{}",
+        format_size(delta.unsigned_abs().min(u64::MAX as u128) as u64)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn sizes_in_every_unit() {
+        let cases = [
+            ("123", 123),
+            ("0", 0),
+            ("0 B", 0),
+            ("64 KiB", 65_536),
+            ("64KiB", 65_536),
+            ("1.5MB", 1_500_000),
+            ("1.5 MiB", 1_572_864),
+            ("2 GiB", 2_147_483_648),
+            ("2 gib", 2_147_483_648),
+            ("1 kb", 1000),
+            ("24 MB", 24_000_000),
+            (" 7 B ", 7),
+            ("1.3 KiB", 1331),
+            ("0.5", 1),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_size(text, "t").unwrap(), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn bad_sizes_name_their_origin() {
+        for text in [
+            "",
+            "MiB",
+            "-1",
+            "12 parsecs",
+            "1.2.3 KiB",
+            "1e3",
+            "99999999999999 TiB",
+        ] {
+            let err = parse_size(text, "--memcheck-floor")
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("--memcheck-floor: invalid size"), "{err}");
+        }
+        let err = parse_size("12 parsecs", "o").unwrap_err().to_string();
+        assert!(err.contains("unknown unit 'parsecs'"), "{err}");
+    }
+
+    #[test]
+    fn percentages() {
+        assert_eq!(parse_percent("5%", "t").unwrap(), Percent::from_percent(5));
+        assert_eq!(parse_percent("5 %", "t").unwrap(), Percent::from_percent(5));
+        assert_eq!(parse_percent("10", "t").unwrap(), Percent::from_percent(10));
+        assert_eq!(parse_percent("0.5%", "t").unwrap().ppm, 5_000);
+        assert_eq!(parse_percent("2.25%", "t").unwrap().to_string(), "2.25%");
+        assert_eq!(Percent::from_percent(10).to_string(), "10%");
+        for bad in ["", "%", "-5%", "ten%", "1.23456%", "20000%"] {
+            let err = parse_percent(bad, "--memcheck-tolerance")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with("--memcheck-tolerance: invalid percentage"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn percent_of_is_exact() {
+        assert_eq!(Percent::from_percent(10).of(1_048_576), 104_857);
+        assert_eq!(Percent::from_percent(0).of(u64::MAX), 0);
+        assert_eq!(Percent::from_percent(100).of(u64::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(format_size(0), "0 B");
+        assert_eq!(format_size(1023), "1023 B");
+        assert_eq!(format_size(1024), "1.00 KiB");
+        assert_eq!(format_size(1_572_864), "1.50 MiB");
+        assert_eq!(format_size(200 << 20), "200 MiB");
+        assert_eq!(format_delta(-512), "-512 B");
+        assert_eq!(format_delta(65_536), "+64.0 KiB");
+    }
+
+    proptest! {
+        #[test]
+        fn parse_size_never_panics(text in ".{0,40}") {
+            let _ = parse_size(&text, "fuzz");
+            let _ = parse_percent(&text, "fuzz");
+        }
+
+        #[test]
+        fn integers_round_trip(n in 0u64..u64::MAX) {
+            prop_assert_eq!(parse_size(&n.to_string(), "t").unwrap(), n);
+            prop_assert_eq!(parse_size(&format!("{n} B"), "t").unwrap(), n);
+        }
+    }
+}
