@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import tomllib
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -264,11 +265,26 @@ def load_peaks(path: Path) -> dict:
     return out
 
 
+def load_baseline_peaks(d: Path) -> dict:
+    """(toml file, test key) -> peak bytes, from a baseline directory."""
+    out = {}
+    for f in sorted(d.rglob("*.toml")) if d.exists() else []:
+        try:
+            data = tomllib.loads(f.read_text())
+        except Exception as e:
+            log(f"cannot parse {f}: {e}")
+            continue
+        for k, v in data.items():
+            if k != "memcheck" and isinstance(v, dict) and "peak" in v:
+                out[(str(f.relative_to(d)), k)] = v["peak"]
+    return out
+
+
 def is_memcheck(msg: str) -> bool:
     return "memcheck" in msg.lower()
 
 
-def trial(name, spec, work, plugin_name, wheel):
+def trial(name, spec, work, plugin_name, wheel, peak_runs=True):
     info = prepare(name, spec, work)
     out = {"name": name, "kind": spec["kind"], "version": spec["version"]}
     plain = run_pytest(name, spec, info, work, "plain",
@@ -305,6 +321,21 @@ def trial(name, spec, work, plugin_name, wheel):
         g["json"] = jp
         out["gated"].append(g)
     out["json_ok"] = json_ok
+    if peak_runs and not json_ok:
+        # No per-run JSON: measure peaks again with --memcheck-update into a
+        # fresh baseline dir per seed, and compare the written peaks.
+        peaks = [load_baseline_peaks(base_dir)]
+        out["peak_times"] = []
+        for s in GATED_SEEDS:
+            d = work / f"{name}-peaks-seed{s}"
+            if d.exists():
+                shutil.rmtree(d)
+            pr = run_pytest(name, spec, info, work, f"peaks{s}",
+                            ["--memcheck-update", "--memcheck-baseline-dir", d],
+                            s, s, plugin_name)
+            out["peak_times"].append(pr["time"])
+            peaks.append(load_baseline_peaks(d))
+        out["peaks"] = peaks
     return out
 
 
@@ -343,6 +374,19 @@ def summarize(r: dict) -> dict:
         common = set(peaks[0]).intersection(*peaks[1:]) if peaks[0] else set()
         same = sum(1 for t in common if len({p[t] for p in peaks}) == 1)
         s["identical"] = f"{same}/{len(common)}" if common else "n/a"
+    elif r.get("peaks"):
+        peaks = r["peaks"]
+        common = set(peaks[0]).intersection(*peaks[1:])
+        same = [t for t in common if len({p[t] for p in peaks}) == 1]
+        s["identical"] = f"{len(same)}/{len(common)}" if common else "n/a"
+        # largest relative spread, to show how far apart peaks wander
+        spread = []
+        for t in common:
+            vals = [p[t] for p in peaks]
+            lo, hi = min(vals), max(vals)
+            spread.append((hi - lo, (hi - lo) / max(lo, 1), t, vals))
+        spread.sort(reverse=True)
+        s["spread"] = spread[:5]
     else:
         s["identical"] = "n/a"
     return s
@@ -380,6 +424,9 @@ def main() -> int:
     ap.add_argument("--wheel", default=None,
                     help="pytest-memcheck wheel to install (default: "
                     f"{WHEEL_GLOB} if present, else build one from {REPO})")
+    ap.add_argument("--no-peak-runs", action="store_true",
+                    help="skip the 3 extra --memcheck-update runs (seeds 2-4, fresh "
+                    "baseline dirs) used to count tests with identical peaks")
     ap.add_argument("--report-json", default=None,
                     help="also write the summary as JSON here")
     a = ap.parse_args()
@@ -406,7 +453,7 @@ def main() -> int:
     rows = []
     for n in names:
         try:
-            r = trial(n, PROJECTS[n], work, a.plugin_name, wheel)
+            r = trial(n, PROJECTS[n], work, a.plugin_name, wheel, not a.no_peak_runs)
         except Exception as e:  # keep going with other projects
             log(f"{n}: ERROR {e}")
             continue
@@ -419,6 +466,10 @@ def main() -> int:
             print(f"\n{r['name']}: {s['plain_fail']} test(s) fail without the plugin (the suite's own)")
         if "gated" not in r:
             continue
+        if s.get("spread"):
+            print(f"\n{r['name']}: largest peak spread across seeds 1-4 (bytes):")
+            for d, rel, t, vals in s["spread"]:
+                print(f"- {t[0]}::{t[1]}: {vals} (+{d} B, {rel:.0%})")
         if s["base_fail"]:
             print(f"\n### {r['name']}: failing in --memcheck-update run only")
             for t in s["base_fail"][:5]:

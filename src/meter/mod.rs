@@ -160,6 +160,24 @@ impl<'py> Call<'py> {
     }
 }
 
+/// Threads of this process, from /proc (None where there is no /proc).
+fn os_threads() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Field 20; fields after the command name (which may hold spaces) start after the last ')'.
+    stat.rsplit(')').next()?.split_whitespace().nth(17)?.parse().ok()
+}
+
+/// A thread the test started and joined frees its thread state *after* join() returns, without
+/// the GIL. Wait (briefly, bounded) for such threads to be gone so that free lands in the window
+/// every time, not only when the race goes one way.
+fn wait_for_threads(before: Option<u64>) {
+    let Some(before) = before else { return };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(20);
+    while os_threads().is_some_and(|now| now > before) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_micros(50));
+    }
+}
+
 /// Collect garbage and clear the type cache: the end of every window, and the start.
 fn settle() {
     // SAFETY: GIL held by the caller. PyGC_Collect saves and restores a pending exception.
@@ -182,13 +200,21 @@ pub fn measure<'py>(
     let _busy = Busy::take()?;
     let mut call = Call::new(args, kwargs)?;
     let freeze = cached(py, &FREEZE, "gc", "freeze")?;
+    let tracemalloc = match kind {
+        MeterKind::Tracemalloc => Some(Tracemalloc::resolve(py)?),
+        _ => None,
+    };
     settle();
     freeze.call0()?;
     let cycles_before = collected_so_far(py)?;
+    let threads = os_threads();
 
     let (result, mut m) = match kind {
-        MeterKind::Python => window_python(&mut call, func),
-        MeterKind::Tracemalloc => window_tracemalloc(py, &mut call, func)?,
+        MeterKind::Python => window_python(&mut call, func, threads),
+        MeterKind::Tracemalloc => {
+            let tm = tracemalloc.as_ref().expect("resolved above");
+            window_tracemalloc(py, tm, &mut call, func, threads)?
+        }
         MeterKind::Rss => window_rss(&mut call, func),
     };
     // SAFETY: `result` is a new reference or null with the Python error set.
@@ -200,11 +226,13 @@ pub fn measure<'py>(
 fn window_python<'py>(
     call: &mut Call<'py>,
     func: &Bound<'py, PyAny>,
+    threads: Option<u64>,
 ) -> (*mut ffi::PyObject, Measurement) {
     track::redirect_extensions();
     hooks::install();
     let result = call.invoke(func);
     if !result.is_null() {
+        wait_for_threads(threads);
         settle();
     }
     let totals = hooks::ledger().totals();
@@ -219,30 +247,43 @@ fn window_python<'py>(
     (result, m)
 }
 
+/// tracemalloc's functions, resolved before the window so the import stays out of it.
+struct Tracemalloc<'py> {
+    start: Bound<'py, PyAny>,
+    stop: Bound<'py, PyAny>,
+    traced: Bound<'py, PyAny>,
+}
+
+impl<'py> Tracemalloc<'py> {
+    fn resolve(py: Python<'py>) -> PyResult<Self> {
+        static IS_TRACING: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        static START: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        static STOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        static TRACED: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        if cached(py, &IS_TRACING, "tracemalloc", "is_tracing")?.call0()?.is_truthy()? {
+            return Err(Error::Meter(
+                "the tracemalloc meter cannot run while tracemalloc is already tracing".into(),
+            )
+            .into());
+        }
+        Ok(Tracemalloc {
+            start: cached(py, &START, "tracemalloc", "start")?,
+            stop: cached(py, &STOP, "tracemalloc", "stop")?,
+            traced: cached(py, &TRACED, "tracemalloc", "get_traced_memory")?,
+        })
+    }
+}
+
 fn window_tracemalloc<'py>(
     py: Python<'py>,
+    tm: &Tracemalloc<'py>,
     call: &mut Call<'py>,
     func: &Bound<'py, PyAny>,
+    threads: Option<u64>,
 ) -> PyResult<(*mut ffi::PyObject, Measurement)> {
-    static IS_TRACING: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    static START: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    static STOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    static TRACED: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    if cached(py, &IS_TRACING, "tracemalloc", "is_tracing")?
-        .call0()?
-        .is_truthy()?
-    {
-        return Err(Error::Meter(
-            "the tracemalloc meter cannot run while tracemalloc is already tracing".into(),
-        )
-        .into());
-    }
-    let start = cached(py, &START, "tracemalloc", "start")?;
-    let stop = cached(py, &STOP, "tracemalloc", "stop")?;
-    let traced = cached(py, &TRACED, "tracemalloc", "get_traced_memory")?;
     // SAFETY: GIL held; a plain no-argument call whose result (None) is released at once.
     unsafe {
-        let r = ffi::PyObject_CallNoArgs(start.as_ptr());
+        let r = ffi::PyObject_CallNoArgs(tm.start.as_ptr());
         if r.is_null() {
             return Err(PyErr::fetch(py));
         }
@@ -253,19 +294,18 @@ fn window_tracemalloc<'py>(
         intact: true,
         ..Measurement::default()
     };
-    if !result.is_null() {
-        settle();
-        let (current, peak): (u64, u64) = traced.call0()?.extract()?;
-        m.peak = peak;
-        m.retained = current;
-    }
     if result.is_null() {
         // Keep the test's exception across the stop() call.
         let err = PyErr::fetch(py);
-        stop.call0()?;
+        tm.stop.call0()?;
         err.restore(py);
     } else {
-        stop.call0()?;
+        wait_for_threads(threads);
+        settle();
+        let (current, peak): (u64, u64) = tm.traced.call0()?.extract()?;
+        m.peak = peak;
+        m.retained = current;
+        tm.stop.call0()?;
     }
     Ok((result, m))
 }

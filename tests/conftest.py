@@ -1,0 +1,49 @@
+"""Shared helpers: every scenario is a real pytest run of small test files, in a subprocess."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Our own CI sets CI=true, which makes --memcheck-update refuse; scenarios opt in explicitly.
+    for name in ("CI", "GITHUB_ACTIONS", "GITHUB_STEP_SUMMARY", "PYTEST_ADDOPTS"):
+        monkeypatch.delenv(name, raising=False)
+
+
+class Project:
+    """A pytester project with helpers to run pytest on it and read its baseline files."""
+
+    def __init__(self, pytester: pytest.Pytester) -> None:
+        self.pytester = pytester
+        self.path = Path(pytester.path)
+
+    def run(self, *args: str) -> pytest.RunResult:
+        return self.pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider", *args)
+
+    def baselines(self, name: str, dir: str = "baselines") -> dict:
+        with open(self.path / dir / name, "rb") as f:
+            return tomllib.load(f)
+
+    def text(self, name: str, dir: str = "baselines") -> str:
+        return (self.path / dir / name).read_text()
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> Project:
+    return Project(pytester)
+
+
+def outcomes(result: pytest.RunResult) -> dict[str, int]:
+    return result.parseoutcomes()
+
+
+def strip_ansi(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
