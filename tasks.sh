@@ -25,6 +25,10 @@ demo() {
 
 test() {
     setup
+    cargo fmt --check
+    cargo clippy --release --all-targets -q -- -D warnings
+    "$venv/bin/ruff" check pytest_plugin tests examples
+    "$venv/bin/ruff" format --check -q pytest_plugin tests examples
     cargo test --release -q
     # exit code 5 (no tests collected) means something is broken: fail on it like on any other.
     "$venv/bin/python" -m pytest --memcheck -p no:randomly "$@"

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 pytest_plugins = ["pytester"]
 
@@ -26,7 +26,9 @@ class Project:
         self.path = Path(pytester.path)
 
     def run(self, *args: str) -> pytest.RunResult:
-        return self.pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider", *args)
+        return self.pytester.runpytest_subprocess(
+            "-p", "no:randomly", "-p", "no:cacheprovider", *args
+        )
 
     def baselines(self, name: str, dir: str = "baselines") -> dict:
         with open(self.path / dir / name, "rb") as f:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-EXACT = '''
+EXACT = """
 import threading
 import pytest
 try:
@@ -67,7 +67,7 @@ def test_numpy_array():
     b = a * 2
     RETAINED.append(np.zeros(10_000))
     assert b.sum() == 500_000
-'''
+"""
 
 
 def _entries(project, meter: str) -> dict:
@@ -93,7 +93,12 @@ def test_python_meter_equals_tracemalloc_byte_for_byte(project):
     assert set(ours) == set(reference)
     assert len(ours) >= 2 * 8 + 6
     differences = {
-        key: (ours[key]["peak"], reference[key]["peak"], ours[key]["retained"], reference[key]["retained"])
+        key: (
+            ours[key]["peak"],
+            reference[key]["peak"],
+            ours[key]["retained"],
+            reference[key]["retained"],
+        )
         for key in ours
         if (ours[key]["peak"], ours[key]["retained"])
         != (reference[key]["peak"], reference[key]["retained"])

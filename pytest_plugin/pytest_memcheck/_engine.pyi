@@ -1,7 +1,7 @@
 """Typed stubs of the Rust engine (src/python.rs)."""
 
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 FORMAT: int
 
@@ -31,7 +31,7 @@ class Session:
     meter: str
     strict: bool
     confirm: bool
-    config_file: Optional[Path]
+    config_file: Path | None
     thresholds: str
     environment: str
     def __init__(
@@ -43,12 +43,12 @@ class Session:
         platform: str,
     ) -> None: ...
     def preload(self, modules: list[str]) -> None: ...
-    def check_markers(self, rules: Optional[dict[str, Any]] = None) -> None: ...
+    def check_markers(self, rules: dict[str, Any | None] = None) -> None: ...
     def judge(
         self,
         nodeid: str,
         measurement: Measurement,
-        rules: Optional[dict[str, Any]] = None,
+        rules: dict[str, Any | None] = None,
         update_hint: str = "",
     ) -> Verdict: ...
     def record(self, result: dict[str, Any]) -> None: ...
@@ -56,15 +56,15 @@ class Session:
     def stale(self, complete: bool, collected: list[str], scope: list[str]) -> list[str]: ...
     def update(
         self, all: bool, complete: bool, collected: list[str], scope: list[str]
-    ) -> list[tuple[Path, int, int, bool, Optional[str]]]: ...
-    def summary(self, stale: list[str], verbose: bool = False) -> Optional[str]: ...
+    ) -> list[tuple[Path, int, int, bool, str | None]]: ...
+    def summary(self, stale: list[str], verbose: bool = False) -> str | None: ...
     def totals(self, stale: int) -> str: ...
 
 def measure(
     meter: str,
     func: Callable[..., Any],
     args: tuple[Any, ...],
-    kwargs: Optional[dict[str, Any]] = None,
+    kwargs: dict[str, Any | None] = None,
 ) -> tuple[Any, Measurement]: ...
 def meter_footprint() -> int: ...
 def parse_size(text: str, origin: str = "size") -> int: ...

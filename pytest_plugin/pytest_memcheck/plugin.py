@@ -122,7 +122,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "gate_cycles=None): per-test memory limits and settings of pytest-memcheck",
     )
     config.addinivalue_line(
-        "markers", "limit_memory(limit): fail the test if its peak memory exceeds limit (e.g. '24 MB')"
+        "markers",
+        "limit_memory(limit): fail the test if its peak memory exceeds limit (e.g. '24 MB')",
     )
     config.addinivalue_line(
         "markers", "limit_leaks(limit): fail the test if it retains more than limit (e.g. '1 MB')"
@@ -213,8 +214,14 @@ class Manager:
             self.incomplete_reasons.append("-m")
         if getattr(opt, "lf", False):
             self.incomplete_reasons.append("--lf")
+        if getattr(opt, "deselect", None):
+            self.incomplete_reasons.append("--deselect")
         if any("::" in a for a in config.args):
             self.incomplete_reasons.append("node-id selection")
+        # The xdist controller measures nothing and collects nothing: workers do both.
+        self.distributed = not self.is_worker and getattr(opt, "dist", "no") != "no"
+        if self.distributed:
+            config.pluginmanager.register(XdistController(self), "memcheck-xdist-controller")
 
     # -- report header -------------------------------------------------------------------
     def pytest_report_header(self, config: pytest.Config) -> str:
@@ -260,7 +267,8 @@ class Manager:
             raise pytest.UsageError(f"memcheck: {e}") from None
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
-        self.collected = [item.nodeid for item in session.items]
+        if not self.distributed:
+            self.collected = [item.nodeid for item in session.items]
 
     # -- measuring -----------------------------------------------------------------------
     @pytest.hookimpl(wrapper=True)
@@ -342,6 +350,8 @@ class Manager:
 
     # -- the end ---------------------------------------------------------------------------
     def _coverage(self, session: pytest.Session) -> tuple[bool, list[str]]:
+        if self.distributed and not self.collected:
+            self.incomplete_reasons.append("no collection from the xdist workers")
         complete = not self.incomplete_reasons and not session.shouldfail
         rootpath = self.config.rootpath
         scope = []
@@ -395,3 +405,15 @@ class Manager:
             )
         for w in self.warnings:
             tr.write_line(f"memcheck: {w}", red=True)
+
+
+class XdistController:
+    """Registered on the xdist controller only: it never collects, the workers tell it what they did."""
+
+    def __init__(self, manager: Manager) -> None:
+        self.manager = manager
+
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        # Every worker collects the whole suite; one list is the collection.
+        if not self.manager.collected:
+            self.manager.collected = list(ids)

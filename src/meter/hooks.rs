@@ -139,13 +139,13 @@ hooks!(
     allocated_outer
 );
 
+type Malloc = extern "C" fn(*mut c_void, usize) -> *mut c_void;
+type Calloc = extern "C" fn(*mut c_void, usize, usize) -> *mut c_void;
+type Realloc = extern "C" fn(*mut c_void, *mut c_void, usize) -> *mut c_void;
+type Free = extern "C" fn(*mut c_void, *mut c_void);
+
 fn ours(domain: usize) -> PyMemAllocatorEx {
-    let (m, c, r, f): (
-        extern "C" fn(*mut c_void, usize) -> *mut c_void,
-        extern "C" fn(*mut c_void, usize, usize) -> *mut c_void,
-        extern "C" fn(*mut c_void, *mut c_void, usize) -> *mut c_void,
-        extern "C" fn(*mut c_void, *mut c_void),
-    ) = match domain {
+    let (m, c, r, f): (Malloc, Calloc, Realloc, Free) = match domain {
         RAW => (raw_malloc, raw_calloc, raw_realloc, raw_free),
         MEM => (mem_malloc, mem_calloc, mem_realloc, mem_free),
         _ => (obj_malloc, obj_calloc, obj_realloc, obj_free),

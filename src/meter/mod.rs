@@ -95,7 +95,7 @@ fn cached<'py>(
     module: &str,
     name: &str,
 ) -> PyResult<Bound<'py, PyAny>> {
-    cell.import(py, module, name).map(|b| b.clone())
+    cell.import(py, module, name).cloned()
 }
 
 /// Total objects collected by the cycle collector so far (sum over generations).
@@ -164,7 +164,12 @@ impl<'py> Call<'py> {
 fn os_threads() -> Option<u64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     // Field 20; fields after the command name (which may hold spaces) start after the last ')'.
-    stat.rsplit(')').next()?.split_whitespace().nth(17)?.parse().ok()
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .nth(17)?
+        .parse()
+        .ok()
 }
 
 /// A thread the test started and joined frees its thread state *after* join() returns, without
@@ -260,7 +265,10 @@ impl<'py> Tracemalloc<'py> {
         static START: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
         static STOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
         static TRACED: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-        if cached(py, &IS_TRACING, "tracemalloc", "is_tracing")?.call0()?.is_truthy()? {
+        if cached(py, &IS_TRACING, "tracemalloc", "is_tracing")?
+            .call0()?
+            .is_truthy()?
+        {
             return Err(Error::Meter(
                 "the tracemalloc meter cannot run while tracemalloc is already tracing".into(),
             )

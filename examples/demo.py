@@ -1,0 +1,47 @@
+"""The gate on the bundled example project: a passing run, then a planted regression failing.
+
+Run by `./tasks.sh demo`. Works on a copy of examples/shop in a temporary directory, so the
+committed example stays as it is. Exits 0 when the gate behaved as it should.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def pytest(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:randomly", "-p", "no:cacheprovider", *args]
+    print(f"\n$ {' '.join(['pytest', *args])}" + "".join(f"   ({k}={v})" for k, v in env.items()))
+    run_env = {**os.environ, **env}
+    run_env.pop("CI", None)
+    result = subprocess.run(cmd, cwd=cwd, env=run_env, capture_output=True, text=True, check=False)
+    print(result.stdout + result.stderr)
+    return result
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        shop = Path(tmp) / "shop"
+        shutil.copytree(HERE / "shop", shop)
+        print("1. The example project, gated against its committed baselines/:")
+        ok = pytest(shop, "--memcheck")
+        if ok.returncode != 0:
+            print("demo: expected the gate to pass on the unchanged project", file=sys.stderr)
+            return 1
+        print("-> the gate passed\n")
+        print("2. A regression is planted: every receipt is now archived fifty times over.")
+        bad = pytest(shop, "--memcheck", SHOP_PLANT_REGRESSION="1")
+        if bad.returncode != 1 or "memcheck: over budget" not in bad.stdout:
+            print("demo: expected the planted regression to fail the gate", file=sys.stderr)
+            return 1
+        print("-> the gate failed the test that grew, with the numbers and the fix\n")
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
