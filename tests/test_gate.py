@@ -273,6 +273,32 @@ def test_outcomes_new_improved_strict_and_env_mismatch(project, monkeypatch):
     assert project.run("--memcheck", "--memcheck-strict").ret == 1
 
 
+def test_confirmation_of_a_test_that_cannot_run_twice(project):
+    project.pytester.makepyfile(
+        """
+        import pytest
+        RUNS = []
+
+        def test_once():
+            assert not RUNS, "ran twice"
+            RUNS.append(bytearray(4 << 20))
+
+        @pytest.mark.memcheck(confirm=False)
+        def test_not_confirmed():
+            data = bytearray(int(__import__("os").environ.get("ALLOC", "0")))
+        """
+    )
+    assert project.run("--memcheck-update").ret == 0
+    path = project.path / "baselines" / "test_confirmation_of_a_test_that_cannot_run_twice.toml"
+    path.write_text(path.read_text().replace("peak = 4", "peak = 1", 1))
+    result = project.run("--memcheck")
+    result.assert_outcomes(failed=1, passed=1)
+    result.stdout.fnmatch_lines(
+        ["*test_once: the confirming second run raised AssertionError: ran twice*"]
+    )
+    assert "confirmed by a second measurement" not in result.stdout.str()
+
+
 def test_failing_skipped_and_xfail_tests_are_not_gated_or_recorded(project):
     project.pytester.makepyfile(
         """
