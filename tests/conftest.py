@@ -18,6 +18,13 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Our scenarios build state in their pytester directories: they cannot run twice, so the gate
+    # that measures our own suite must not re-run them to confirm or warm up.
+    for item in items:
+        item.add_marker(pytest.mark.memcheck(confirm=False))
+
+
 class Project:
     """A pytester project with helpers to run pytest on it and read its baseline files."""
 

@@ -303,16 +303,19 @@ class Manager:
                 )
                 return result
             verdict = self.engine.judge(item.nodeid, first, rules, hint)
-            # One-time costs (caches, first imports) land on whichever test runs first: a second
-            # measurement tells them from a real regression before the test is failed.
+            # One-time costs (caches, first imports, compiled regexes) land on whichever test runs
+            # first: a second measurement tells them from a real regression before the test is
+            # failed, and an update records that second, warm value so that baselines do not
+            # depend on test order.
             second = None
-            if confirm and verdict.failed and verdict.outcome == "over":
+            if confirm and (self.update or verdict.failed and verdict.outcome == "over"):
                 try:
                     result, second = _engine.measure(meter, func, args, kwargs)
                 except Exception as e:  # the test cannot run twice: judge the first measurement
+                    reason = (str(e).splitlines() or [""])[0][:200]
                     warnings.warn(
                         f"memcheck: {item.nodeid}: the confirming second run raised "
-                        f"{type(e).__name__}: {e}; judged on the first measurement "
+                        f"{type(e).__name__}: {reason}; the first measurement stands "
                         "(mark it @pytest.mark.memcheck(confirm=False) to skip the second run)",
                         stacklevel=1,
                     )
