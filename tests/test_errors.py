@@ -1,0 +1,92 @@
+"""Bad input gets a clear error naming where it came from, and loses nothing (SPEC §5, §8)."""
+
+from __future__ import annotations
+
+import pytest
+
+SIMPLE = """
+def test_a():
+    bytearray(1000)
+"""
+
+
+def test_malformed_baseline_file_is_reported_and_untouched(project):
+    project.pytester.makepyfile(test_simple=SIMPLE)
+    broken = '[memcheck]\nformat = 1\npython = "3.11"\n\n[test_a]\npeak = "lots"\nretained = 0\n'
+    path = project.path / "baselines" / "test_simple.toml"
+    path.parent.mkdir()
+    path.write_text(broken)
+    for args in (["--memcheck"], ["--memcheck-update"], ["--memcheck-update=all"]):
+        result = project.run(*args)
+        assert result.ret == pytest.ExitCode.USAGE_ERROR, args
+        result.stderr.fnmatch_lines(["*baselines/test_simple.toml:*:*: *"])
+        assert path.read_text() == broken
+
+
+def test_field_error_names_line_and_column(project):
+    project.pytester.makepyfile(test_simple=SIMPLE)
+    project.run("--memcheck-update")
+    path = project.path / "baselines" / "test_simple.toml"
+    path.write_text(path.read_text().replace("retained = 0", "retained = -5"))
+    result = project.run("--memcheck")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*baselines/test_simple.toml:12:12: *"])
+
+
+def test_bad_size_option(project):
+    project.pytester.makepyfile(test_simple=SIMPLE)
+    result = project.run("--memcheck", "--memcheck-floor=12 parsecs")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*--memcheck-floor: invalid size '12 parsecs': unknown unit 'parsecs'*"]
+    )
+    result = project.run("--memcheck", "--memcheck-tolerance=-5%")
+    result.stderr.fnmatch_lines(["*--memcheck-tolerance: invalid percentage '-5%'*"])
+
+
+def test_bad_config_value_names_file_line_column(project):
+    project.pytester.makepyfile(test_simple=SIMPLE)
+    project.pytester.makefile(".toml", pyproject="[tool.memcheck]\nfloor = '64 kilobytes'\n")
+    result = project.run("--memcheck")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*pyproject.toml:2:9: [[]tool.memcheck[]] floor: invalid size*"])
+    project.pytester.makefile(".toml", pyproject="[tool.memcheck]\nflor = '64 KiB'\n")
+    result = project.run("--memcheck")
+    result.stderr.fnmatch_lines(["*pyproject.toml:2:1: *flor*"])
+
+
+def test_bad_marker_names_the_test(project):
+    project.pytester.makepyfile(
+        test_marked="""
+        import pytest
+
+        @pytest.mark.memcheck(peak="huge")
+        def test_a():
+            pass
+        """
+    )
+    result = project.run("--memcheck")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*test_marked.py:3: memcheck marker of test_marked.py::test_a peak=: invalid size 'huge'*"]
+    )
+    project.pytester.makepyfile(
+        test_marked="""
+        import pytest
+
+        @pytest.mark.memcheck(peek="1 MiB")
+        def test_a():
+            pass
+        """
+    )
+    result = project.run("--memcheck")
+    result.stderr.fnmatch_lines(
+        ["*test_marked.py:3: memcheck marker of test_marked.py::test_a*peek*"]
+    )
+
+
+def test_bad_update_mode(project):
+    project.pytester.makepyfile(test_simple=SIMPLE)
+    result = project.run("--memcheck-update=some")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--memcheck-update*expected no value or one of changed, all*"])
