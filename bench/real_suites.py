@@ -7,16 +7,23 @@ pytest-memcheck, then
 
   * one plain run without the plugin (``-p no:memcheck``),
   * one baseline run (``--memcheck-update``, randomly seed 1),
-  * three gated runs (``--memcheck``, randomly seeds / PYTHONHASHSEED 2, 3, 4).
+  * three gated runs (``--memcheck``, randomly seeds / PYTHONHASHSEED 2, 3, 4),
+  * unless --no-peak-runs: three more ``--memcheck-update`` runs (seeds 2-4)
+    into fresh baseline dirs, to count tests whose recorded peak is identical
+    across seeds 1-4 (used while the plugin has no per-run JSON output).
 
 Failures are compared per test id through ``--junitxml``.  A *false alarm* is
 a test that passes plainly but fails a gated run with a message mentioning
 "memcheck".  A Markdown table is printed at the end.
 
-Stdlib only.  Usage:
+Stdlib only (Python >= 3.11).  Usage:
 
     python bench/real_suites.py [--workdir DIR] [--projects a,b,c]
-                                [--prepare-only] [--wait-ready]
+        [--plain-seeds 1,2,3,4] [--wheel WHL] [--prepare-only] [--wait-ready]
+
+The plugin wheel is /tmp/memcheck-wheel/*.whl if present, else built from the
+repository with `pip wheel`.  CI is removed from the runs' environment
+(--memcheck-update refuses to write under CI).
 """
 from __future__ import annotations
 
@@ -410,7 +417,7 @@ def summarize(r: dict) -> dict:
 
 def table(rows) -> str:
     hdr = ("| project | kind | tests | plain s | baseline s | gated s (3 runs) "
-           "| over budget (per run: union) | false alarms | identical peak |")
+           "| over budget (per run: union) | false alarms | identical peak (4 runs) |")
     lines = [hdr, "|" + "---|" * 9]
     for r, s in rows:
         if "gated" not in r:
