@@ -427,7 +427,8 @@ def table(rows) -> str:
         g = " / ".join(f"{t:.1f}" for t in s["gated_times"])
         lines.append(
             f"| {r['name']} {r['version']} | {r['kind']} | {s['tests']} | "
-            f"{s['plain_time']:.1f} | {s['base_time']:.1f} | {g} | {'/'.join(map(str, s['over_runs']))}: {s['over']} | "
+            f"{s['plain_time']:.1f} | {s['base_time']:.1f} | {g} | "
+            f"{'/'.join(map(str, s['over_runs']))}: {s['over']} | "
             f"{len(s['alarms'])} | {s['identical']} |")
     return "\n".join(lines)
 
@@ -490,7 +491,8 @@ def main() -> int:
     print(table(rows))
     for r, s in rows:
         if s["plain_fail"]:
-            print(f"\n{r['name']}: {s['plain_fail']} test(s) fail without the plugin (the suite's own)")
+            print(f"\n{r['name']}: {s['plain_fail']} test(s) fail without the plugin "
+                  "(the suite's own)")
         if "gated" not in r:
             continue
         if s.get("spread"):
