@@ -238,6 +238,9 @@ pub struct Rules {
     pub peak_limit: Option<(u64, &'static str)>,
     pub retained_limit: Option<(u64, &'static str)>,
     pub gate_cycles: bool,
+    /// Retained memory is recorded but not compared with its baseline (an absolute retained limit
+    /// still applies): for tests whose retained memory is a library's cache, like Hypothesis's.
+    pub retained_ungated: bool,
     pub strict: bool,
 }
 
@@ -261,6 +264,8 @@ pub fn judge(
                 measured: metric.of(measured),
                 budget: Budget::Absolute { limit, origin },
             });
+        } else if metric == Metric::Retained && rules.retained_ungated {
+            continue;
         } else if let (Some(b), true) = (baseline, env_matches) {
             checks.push(Check {
                 metric,
@@ -403,6 +408,22 @@ mod tests {
         assert!(!fails(v.outcome, false));
         assert!(fails(v.outcome, true));
         assert!(fails(Outcome::New, true) && !fails(Outcome::New, false));
+    }
+
+    #[test]
+    fn retained_can_be_left_ungated() {
+        let rules = Rules {
+            retained_ungated: true,
+            ..Rules::default()
+        };
+        let v = judge(&entry(MIB, 10 * MIB), Some(&entry(MIB, 0)), true, &rules);
+        assert_eq!(v.outcome, Outcome::Ok);
+        let rules = Rules {
+            retained_limit: Some((MIB, "the memcheck marker")),
+            ..rules
+        };
+        let v = judge(&entry(MIB, 10 * MIB), Some(&entry(MIB, 0)), true, &rules);
+        assert_eq!(v.outcome, Outcome::Over, "absolute limits still apply");
     }
 
     #[test]

@@ -45,6 +45,18 @@ impl Measurement {
         }
     }
 
+    /// The smaller of two measurements of the same test, metric by metric: a one-time cost or a
+    /// scheduling accident shows in one of them, a regression in both.
+    fn least(&self, other: &Measurement) -> Measurement {
+        Measurement {
+            peak: self.peak.min(other.peak),
+            retained: self.retained.min(other.retained),
+            allocations: self.allocations.min(other.allocations),
+            cycles: self.cycles.min(other.cycles),
+            intact: self.intact && other.intact,
+        }
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "Measurement(peak={}, retained={}, allocations={}, cycles={}, intact={})",
@@ -212,11 +224,14 @@ fn marker_rules(d: Option<&Bound<'_, PyDict>>) -> PyResult<MarkerRules> {
     rules.tolerance = text("tolerance")?;
     rules.floor = text("floor")?;
     rules.origin = text("origin")?.unwrap_or_else(|| "memcheck marker".into());
-    if let Some(v) = d.get_item("gate_cycles")? {
-        if !v.is_none() {
-            rules.gate_cycles = Some(v.is_truthy()?);
+    let flag = |key: &str| -> PyResult<Option<bool>> {
+        match d.get_item(key)? {
+            Some(v) if !v.is_none() => Ok(Some(v.is_truthy()?)),
+            _ => Ok(None),
         }
-    }
+    };
+    rules.gate_cycles = flag("gate_cycles")?;
+    rules.gate_retained = flag("gate_retained")?;
     let source = |key: &str| -> PyResult<&'static str> {
         Ok(match text(key)?.as_deref() {
             Some("limit_memory") => "limit_memory",

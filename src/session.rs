@@ -19,6 +19,8 @@ pub struct MarkerRules {
     pub tolerance: Option<String>,
     pub floor: Option<String>,
     pub gate_cycles: Option<bool>,
+    /// False: retained is recorded but not compared with its baseline.
+    pub gate_retained: Option<bool>,
     /// Where the values came from, for error messages (`memcheck marker of tests/t.py::test_a`).
     pub origin: String,
     /// Which marker set the peak / retained limit, for the failure message.
@@ -142,6 +144,7 @@ impl Session {
             peak_limit: size(&marks.peak, "peak")?.map(|l| (l, marks.peak_origin)),
             retained_limit: size(&marks.retained, "retained")?.map(|l| (l, marks.retained_origin)),
             gate_cycles: marks.gate_cycles.unwrap_or(self.settings.gate_cycles),
+            retained_ungated: marks.gate_retained == Some(false),
             strict: self.settings.strict,
         })
     }

@@ -274,6 +274,85 @@ def test_outcomes_new_improved_strict_and_env_mismatch(project, monkeypatch):
     assert project.run("--memcheck", "--memcheck-strict").ret == 1
 
 
+def test_one_time_costs_are_told_from_regressions(project, monkeypatch):
+    """A cache filled by whichever test runs first is not a regression: the second run shows it."""
+    project.pytester.makepyfile(
+        test_cache="""
+        import os
+        CACHE = {}
+
+        def test_uses_cache():
+            if "table" not in CACHE:  # one-time: the first run in a process fills it
+                CACHE["table"] = bytearray(4 << 20)
+            data = bytearray(int(os.environ.get("ALLOC", "1000")))
+        """
+    )
+    assert project.run("--memcheck-update").ret == 0
+    entry = project.baselines("test_cache.toml")["test_uses_cache"]
+    assert entry["peak"] < 10_000 and entry["retained"] < 1000, "the warm value is recorded"
+    result = project.run("--memcheck")
+    assert result.ret == 0, result.stdout.str()
+    monkeypatch.setenv("ALLOC", str(2 << 20))  # a real regression shows in both measurements
+    result = project.run("--memcheck")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*confirmed by a second measurement: peak 6.00 MiB then 2.00 MiB*smaller values are judged"
+        ]
+    )
+    assert project.run("--memcheck", "--memcheck-confirm=no", "--memcheck-floor=0").ret == 1
+
+
+def test_hypothesis_tests_gate_peak_loosely_and_not_retained(project, monkeypatch):
+    pytest.importorskip("hypothesis")
+    project.pytester.makepyfile(
+        test_props="""
+        import os
+        from hypothesis import given, settings, strategies as st
+
+        SEEN = []
+        SIZE = int(os.environ.get("SIZE", str(1 << 20)))
+        KEEP = int(os.environ.get("KEEP", "100"))
+
+        @settings(max_examples=20, derandomize=True, database=None)
+        @given(st.integers(0, 100))
+        def test_property(n):
+            SEEN.append(bytearray(KEEP))
+            bytearray(SIZE)
+        """
+    )
+    assert project.run("--memcheck-update").ret == 0
+    monkeypatch.setenv("KEEP", "20000")  # retained grows 200-fold: Hypothesis-style, not gated
+    assert project.run("--memcheck").ret == 0
+    monkeypatch.delenv("KEEP")
+    monkeypatch.setenv("SIZE", str(int(1.4 * (1 << 20))))  # +40 %: within the 50 % for Hypothesis
+    assert project.run("--memcheck").ret == 0
+    monkeypatch.setenv("SIZE", str(2 << 20))  # +100 %
+    result = project.run("--memcheck")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*peak 2.*MiB*× (1 + 50%)*"])
+
+
+def test_gate_retained_marker(project, monkeypatch):
+    project.pytester.makepyfile(
+        test_keep="""
+        import os, pytest
+        KEPT = []
+
+        @pytest.mark.memcheck(gate_retained=False)
+        def test_fills_a_cache():
+            KEPT.append(bytearray(int(os.environ.get("KEEP", "10"))))
+        """
+    )
+    assert project.run("--memcheck-update").ret == 0
+    monkeypatch.setenv("KEEP", str(4 << 20))
+    # peak grows with it: loosen peak too, to see retained alone is not gated
+    result = project.run("--memcheck", "--memcheck-tolerance=10000%", "--memcheck-floor=8MiB")
+    assert result.ret == 0, result.stdout.str()
+    result = project.run("--memcheck", "--memcheck-floor=8MiB")
+    assert result.ret == 0
+
+
 def test_confirmation_of_a_test_that_cannot_run_twice(project):
     project.pytester.makepyfile(
         """
