@@ -26,7 +26,7 @@ use std::io::Write as _;
 use std::path::{Component, Path, PathBuf};
 
 use serde::de::{MapAccess, Visitor};
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::{Error, Result};
 
@@ -36,7 +36,7 @@ pub const FORMAT: u32 = 1;
 pub const HEADER: &str = "memcheck";
 
 /// Where a baseline was measured: numbers only compare within the same environment.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Environment {
     pub python: String,
@@ -56,7 +56,7 @@ impl fmt::Display for Environment {
 }
 
 /// The recorded values of one test.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Entry {
     pub peak: u64,

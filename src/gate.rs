@@ -91,7 +91,10 @@ impl Metric {
 }
 
 /// The outcome of a test, worst first (the order of the summary).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum Outcome {
     Over,
     EnvMismatch,

@@ -5,9 +5,11 @@ pub mod baseline;
 pub mod config;
 pub mod error;
 pub mod gate;
+pub mod github;
 pub mod meter;
 mod python;
 pub mod report;
+pub mod results;
 pub mod session;
 pub mod sizes;
 

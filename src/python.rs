@@ -9,10 +9,9 @@ use pyo3::types::{PyDict, PyTuple};
 use crate::baseline::{Entry, Environment};
 use crate::config;
 use crate::error::Error;
-use crate::gate::Outcome;
 use crate::meter::{self, MeterKind};
 use crate::report;
-use crate::session::{Coverage, MarkerRules, TestResult, UpdateMode};
+use crate::session::{Coverage, Location, MarkerRules, TestResult, UpdateMode};
 
 /// What one window measured.
 #[pyclass(frozen, module = "pytest_memcheck._engine")]
@@ -144,66 +143,27 @@ pub struct Verdict {
 
 #[pymethods]
 impl Verdict {
-    /// A plain dict for reports (it crosses to the xdist controller and into JSON).
-    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        result_to_dict(py, &self.result)
+    /// The result as JSON, for the report (it crosses to the xdist controller as a string).
+    /// A test that did not pass its own assertions is neither gated nor recorded.
+    #[pyo3(signature = (passed_own, path=None, line=None))]
+    fn to_json(
+        &self,
+        passed_own: bool,
+        path: Option<String>,
+        line: Option<u32>,
+    ) -> PyResult<String> {
+        let mut r = self.result.clone();
+        r.recordable = passed_own;
+        r.failed &= passed_own;
+        if !r.failed {
+            r.message.clear();
+        }
+        r.location = path.map(|path| Location {
+            path,
+            line: line.unwrap_or(1),
+        });
+        serde_json::to_string(&r).map_err(|e| Error::Meter(e.to_string()).into())
     }
-}
-
-fn entry_dict<'py>(py: Python<'py>, e: &Entry) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    d.set_item("peak", e.peak)?;
-    d.set_item("retained", e.retained)?;
-    d.set_item("allocations", e.allocations)?;
-    d.set_item("cycles", e.cycles)?;
-    Ok(d)
-}
-
-fn result_to_dict<'py>(py: Python<'py>, r: &TestResult) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    d.set_item("nodeid", &r.nodeid)?;
-    d.set_item("outcome", r.outcome.name())?;
-    d.set_item("failed", r.failed)?;
-    d.set_item("recordable", r.recordable)?;
-    d.set_item("measured", entry_dict(py, &r.measured)?)?;
-    d.set_item(
-        "baseline",
-        r.baseline.as_ref().map(|b| entry_dict(py, b)).transpose()?,
-    )?;
-    let limits = PyDict::new(py);
-    for c in &r.checks {
-        limits.set_item(c.metric.name(), c.limit())?;
-    }
-    d.set_item("limits", limits)?;
-    Ok(d)
-}
-
-fn entry_from(d: &Bound<'_, PyAny>) -> PyResult<Entry> {
-    Ok(Entry {
-        peak: d.get_item("peak")?.extract()?,
-        retained: d.get_item("retained")?.extract()?,
-        allocations: d.get_item("allocations")?.extract()?,
-        cycles: d.get_item("cycles")?.extract()?,
-    })
-}
-
-fn result_from(d: &Bound<'_, PyAny>) -> PyResult<TestResult> {
-    let outcome: String = d.get_item("outcome")?.extract()?;
-    let baseline = d.get_item("baseline")?;
-    Ok(TestResult {
-        nodeid: d.get_item("nodeid")?.extract()?,
-        outcome: Outcome::parse(&outcome)
-            .ok_or_else(|| Error::usage("result", format!("unknown outcome '{outcome}'")))?,
-        measured: entry_from(&d.get_item("measured")?)?,
-        baseline: if baseline.is_none() {
-            None
-        } else {
-            Some(entry_from(&baseline)?)
-        },
-        checks: Vec::new(),
-        recordable: d.get_item("recordable")?.extract()?,
-        failed: d.get_item("failed")?.extract()?,
-    })
 }
 
 fn marker_rules(d: Option<&Bound<'_, PyDict>>) -> PyResult<MarkerRules> {
@@ -348,30 +308,26 @@ impl Session {
         rules: Option<&Bound<'_, PyDict>>,
         update_hint: &str,
     ) -> PyResult<Verdict> {
-        let result = self
-            .inner
-            .judge(nodeid, measurement.entry(), &marker_rules(rules)?)?;
+        let result = self.inner.judge(
+            nodeid,
+            measurement.entry(),
+            &marker_rules(rules)?,
+            update_hint,
+        )?;
         Ok(Verdict {
             outcome: result.outcome.name().to_string(),
             failed: result.failed,
-            message: report::failure_message(&result, update_hint),
+            message: result.message.clone(),
             result,
         })
     }
 
-    /// Keep a result (a dict from `Verdict.to_dict`, possibly from an xdist worker).
-    fn record(&mut self, result: &Bound<'_, PyAny>) -> PyResult<()> {
-        let r = result_from(result)?;
+    /// Keep a result (JSON from `Verdict.to_json`, possibly from an xdist worker).
+    fn record(&mut self, result: &str) -> PyResult<()> {
+        let r: TestResult = serde_json::from_str(result)
+            .map_err(|e| Error::usage("memcheck result from a worker", e.to_string()))?;
         self.inner.record(r);
         Ok(())
-    }
-
-    fn results<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
-        self.inner
-            .results
-            .iter()
-            .map(|r| result_to_dict(py, r))
-            .collect()
     }
 
     fn stale(
@@ -413,6 +369,21 @@ impl Session {
 
     fn totals(&self, stale: usize) -> String {
         report::totals_line(&self.inner.results, stale)
+    }
+
+    /// Write every result of the run to `path` (the `--memcheck-json` schema).
+    fn write_json(&self, path: PathBuf, stale: Vec<String>, complete: bool) -> PyResult<()> {
+        Ok(self.inner.results_document(stale, complete).write(&path)?)
+    }
+
+    /// GitHub Actions output: (annotation lines, step summary Markdown).
+    fn github(&self, stale: Vec<String>, accept: &str) -> (Vec<String>, String) {
+        let results = &self.inner.results;
+        let totals = report::totals_line(results, stale.len());
+        (
+            crate::github::annotations(results),
+            crate::github::step_summary(results, &stale, &totals, accept),
+        )
     }
 }
 

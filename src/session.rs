@@ -11,6 +11,8 @@ use crate::error::{Error, Result};
 use crate::gate::{fails, judge, Check, Outcome, Rules, Tolerance};
 use crate::sizes::{parse_percent, parse_size};
 
+use serde::{Deserialize, Serialize};
+
 /// Per-test settings from markers (`memcheck(...)`, `limit_memory`, `limit_leaks`), as text.
 #[derive(Clone, Debug, Default)]
 pub struct MarkerRules {
@@ -28,18 +30,35 @@ pub struct MarkerRules {
     pub retained_origin: &'static str,
 }
 
-/// One measured test and its verdict.
-#[derive(Clone, Debug)]
+/// Where a test is defined, for annotations.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Location {
+    pub path: String,
+    /// 1-based.
+    pub line: u32,
+}
+
+/// One measured test and its verdict. It crosses from xdist workers and into the results JSON in
+/// this serialized form.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TestResult {
     pub nodeid: String,
     pub outcome: Outcome,
-    pub measured: Entry,
-    pub baseline: Option<Entry>,
-    pub checks: Vec<Check>,
-    /// The test passed its own assertions: its values may be written by an update.
-    pub recordable: bool,
     /// Whether the verdict fails the test.
     pub failed: bool,
+    /// The test passed its own assertions: its values may be written by an update.
+    pub recordable: bool,
+    pub measured: Entry,
+    pub baseline: Option<Entry>,
+    /// The limit of each gated metric.
+    pub limits: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub location: Option<Location>,
+    /// The failure message, empty when the test passes the gate.
+    #[serde(default)]
+    pub message: String,
+    #[serde(skip)]
+    pub checks: Vec<Check>,
 }
 
 /// How much of the suite a run covered, for stale reports and pruning.
@@ -160,6 +179,7 @@ impl Session {
         nodeid: &str,
         measured: Entry,
         marks: &MarkerRules,
+        update_hint: &str,
     ) -> Result<TestResult> {
         let rules = self.rules(marks)?;
         let found = self.baseline(nodeid)?;
@@ -169,19 +189,45 @@ impl Session {
             found.is_none_or(|(_, same_env)| same_env),
             &rules,
         );
-        Ok(TestResult {
+        let mut result = TestResult {
             nodeid: nodeid.to_string(),
             failed: fails(verdict.outcome, rules.strict),
             outcome: verdict.outcome,
             measured,
             baseline: found.map(|(e, _)| e),
+            limits: verdict
+                .checks
+                .iter()
+                .map(|c| (c.metric.name().to_string(), c.limit()))
+                .collect(),
+            location: None,
+            message: String::new(),
             checks: verdict.checks,
             recordable: true,
-        })
+        };
+        if result.failed {
+            result.message = crate::report::failure_message(&result, update_hint);
+        }
+        Ok(result)
     }
 
     pub fn record(&mut self, result: TestResult) {
         self.results.push(result);
+    }
+
+    /// The run's results in the `--memcheck-json` form.
+    pub fn results_document(&self, stale: Vec<String>, complete: bool) -> crate::results::Results {
+        let t = self.settings.tolerance;
+        let gating = crate::results::Gating {
+            tolerance: t.relative.to_string(),
+            floor: t.floor,
+            strict: self.settings.strict,
+            gate_cycles: self.settings.gate_cycles,
+            baseline_dir: self.settings.baseline_dir.clone(),
+        };
+        let mut tests = self.results.clone();
+        tests.sort_by(|a, b| a.nodeid.cmp(&b.nodeid));
+        crate::results::Results::new(self.env.clone(), gating, complete, tests, stale)
     }
 
     /// Every baseline file under the directory, as (module path with `.py`, file path).
@@ -368,7 +414,9 @@ mod tests {
     ) -> Vec<FileChange> {
         let mut s = session(dir);
         for (id, peak) in values {
-            let r = s.judge(id, entry(*peak), &MarkerRules::default()).unwrap();
+            let r = s
+                .judge(id, entry(*peak), &MarkerRules::default(), "")
+                .unwrap();
             s.record(r);
         }
         s.update(mode, coverage).unwrap()
@@ -488,7 +536,7 @@ mod tests {
         fs::write(&path, "[memcheck\nbroken").unwrap();
         let mut s = session(dir.path());
         let e = s
-            .judge("t/test_a.py::test_x", entry(1), &MarkerRules::default())
+            .judge("t/test_a.py::test_x", entry(1), &MarkerRules::default(), "")
             .unwrap_err();
         assert!(e.to_string().contains("test_a.toml:1:"), "{e}");
         s.results.push(TestResult {
@@ -496,6 +544,9 @@ mod tests {
             outcome: Outcome::New,
             measured: entry(1),
             baseline: None,
+            limits: BTreeMap::new(),
+            location: None,
+            message: String::new(),
             checks: vec![],
             recordable: true,
             failed: false,
@@ -520,7 +571,9 @@ mod tests {
         let before = fs::read_to_string(&path).unwrap();
         let mut s = session(dir.path());
         s.env.python = "3.12".into();
-        let r = s.judge(id, entry(5000), &MarkerRules::default()).unwrap();
+        let r = s
+            .judge(id, entry(5000), &MarkerRules::default(), "")
+            .unwrap();
         assert_eq!(r.outcome, Outcome::EnvMismatch);
         s.record(r);
         let ch = s.update(UpdateMode::Changed, &Coverage::default()).unwrap();
@@ -547,7 +600,7 @@ mod tests {
             ..MarkerRules::default()
         };
         let e = s
-            .judge("t.py::test_a", entry(1), &marks)
+            .judge("t.py::test_a", entry(1), &marks, "")
             .unwrap_err()
             .to_string();
         assert!(

@@ -114,6 +114,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "may hold {python}, {platform}, {implementation}",
     )
     group.addoption(
+        "--memcheck-json",
+        default=None,
+        metavar="PATH",
+        help="write every result of the run to PATH as JSON (schema: results.schema.json)",
+    )
+    group.addoption(
         "--memcheck-confirm",
         default=None,
         type=_yes_no,
@@ -223,6 +229,7 @@ class Manager:
         self.changes: list[tuple[Any, ...]] = []
         self.warnings: list[str] = []
         self.stale: list[str] = []
+        self.annotations: list[str] = []
         opt = config.option
         if opt.keyword:
             self.incomplete_reasons.append("-k")
@@ -350,13 +357,9 @@ class Manager:
         if call.when != "call" or VERDICT not in item.stash:
             return report
         verdict, first, second = item.stash[VERDICT]
-        data = verdict.to_dict()
         # Tests that fail on their own, skip or xfail are not gated and not recorded.
         own_pass = report.passed and not hasattr(report, "wasxfail")
-        data["recordable"] = own_pass
-        if not own_pass:
-            data["failed"] = False
-        elif verdict.failed:
+        if own_pass and verdict.failed:
             report.outcome = "failed"
             message = verdict.message
             if second is not None and verdict.outcome == "over":
@@ -367,7 +370,9 @@ class Manager:
                     f"{size(second.retained)}; the smaller values are judged"
                 )
             report.longrepr = message
-        report.memcheck = data  # plain dict: crosses to the xdist controller as is
+        path, line, _ = item.location
+        # A JSON string: it crosses to the xdist controller as it is.
+        report.memcheck = verdict.to_json(own_pass, path, (line or 0) + 1)
         return report
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -406,6 +411,35 @@ class Manager:
         except (_engine.MemcheckError, OSError) as e:
             self.warnings.append(f"baselines not written: {e}")
             session.exitstatus = pytest.ExitCode.USAGE_ERROR
+        json_path = self.config.option.memcheck_json
+        if json_path:
+            try:
+                self.engine.write_json(
+                    str(Path(self.config.invocation_params.dir, json_path)), self.stale, complete
+                )
+            except (_engine.MemcheckError, OSError) as e:
+                self.warnings.append(f"results not written: {e}")
+                session.exitstatus = pytest.ExitCode.USAGE_ERROR
+        if os.environ.get("GITHUB_ACTIONS") == "true":
+            self._github_output()
+
+    def _github_output(self) -> None:
+        """Annotations on stdout (where the runner reads workflow commands) and the step summary."""
+        json_path = self.config.option.memcheck_json
+        accept = (
+            f"memcheck update --from {shlex.quote(Path(json_path).name)}"
+            if json_path
+            else "pytest --memcheck-update"
+        )
+        annotations, summary = self.engine.github(self.stale, accept)
+        self.annotations = annotations
+        summary_path = os.environ.get("GITHUB_STEP_SUMMARY")
+        if summary_path:
+            try:
+                with open(summary_path, "a", encoding="utf-8") as f:
+                    f.write(summary)
+            except OSError as e:
+                self.warnings.append(f"step summary not written: {e}")
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.is_worker:
@@ -432,6 +466,8 @@ class Manager:
             )
         for w in self.warnings:
             tr.write_line(f"memcheck: {w}", red=True)
+        for line in self.annotations:
+            tr.write_line(line)
 
 
 class XdistController:

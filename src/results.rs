@@ -1,0 +1,187 @@
+//! The results file of `--memcheck-json`: every measured test of a run, in a versioned schema
+//! (`pytest_plugin/pytest_memcheck/results.schema.json`). Shards of a CI matrix each write one;
+//! `memcheck update --from` and `memcheck check --from` read and merge them.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::baseline::{write_atomic, Environment};
+use crate::error::{Error, Result};
+use crate::gate::Outcome;
+use crate::session::TestResult;
+
+/// The schema version this engine writes and reads.
+pub const VERSION: u32 = 1;
+pub const SCHEMA: &str = "pytest-memcheck/results";
+
+/// The settings a run gated with, as written in the results.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gating {
+    pub tolerance: String,
+    pub floor: u64,
+    pub strict: bool,
+    pub gate_cycles: bool,
+    pub baseline_dir: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Results {
+    pub schema: String,
+    pub version: u32,
+    pub environment: Environment,
+    pub gating: Gating,
+    /// Whether the run covered the whole suite (stale entries are only known then).
+    pub complete: bool,
+    pub totals: BTreeMap<String, usize>,
+    pub tests: Vec<TestResult>,
+    pub stale: Vec<String>,
+}
+
+impl Results {
+    pub fn new(
+        environment: Environment,
+        gating: Gating,
+        complete: bool,
+        tests: Vec<TestResult>,
+        stale: Vec<String>,
+    ) -> Self {
+        let mut totals = BTreeMap::new();
+        for t in &tests {
+            *totals.entry(t.outcome.name().to_string()).or_insert(0) += 1;
+        }
+        totals.insert(Outcome::Stale.name().to_string(), stale.len());
+        totals.insert(
+            "failed".to_string(),
+            tests.iter().filter(|t| t.failed).count(),
+        );
+        Results {
+            schema: SCHEMA.to_string(),
+            version: VERSION,
+            environment,
+            gating,
+            complete,
+            totals,
+            tests,
+            stale,
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("results serialize") + "\n"
+    }
+
+    pub fn write(&self, path: &Path) -> Result<()> {
+        write_atomic(path, self.to_json().as_bytes())
+    }
+
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, "read", e))?;
+        let results: Results = serde_json::from_str(&text).map_err(|e| Error::File {
+            path: path.to_path_buf(),
+            line: e.line(),
+            column: e.column(),
+            message: e.to_string(),
+        })?;
+        if results.schema != SCHEMA || results.version > VERSION {
+            return Err(Error::File {
+                path: path.to_path_buf(),
+                line: 1,
+                column: 1,
+                message: format!(
+                    "not pytest-memcheck results of version ≤ {VERSION} (schema '{}', version {})",
+                    results.schema, results.version
+                ),
+            });
+        }
+        Ok(results)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::baseline::Entry;
+
+    fn env() -> Environment {
+        Environment {
+            python: "3.11".into(),
+            implementation: "cpython".into(),
+            platform: "linux-x86_64".into(),
+            meter: "python".into(),
+        }
+    }
+
+    fn gating() -> Gating {
+        Gating {
+            tolerance: "10%".into(),
+            floor: 65536,
+            strict: false,
+            gate_cycles: false,
+            baseline_dir: "baselines".into(),
+        }
+    }
+
+    fn test(id: &str, outcome: Outcome, failed: bool) -> TestResult {
+        TestResult {
+            nodeid: id.into(),
+            outcome,
+            failed,
+            recordable: true,
+            measured: Entry {
+                peak: 10,
+                retained: 1,
+                allocations: 2,
+                cycles: 0,
+            },
+            baseline: None,
+            limits: BTreeMap::new(),
+            location: None,
+            message: String::new(),
+            checks: vec![],
+        }
+    }
+
+    #[test]
+    fn round_trips_and_counts() {
+        let r = Results::new(
+            env(),
+            gating(),
+            true,
+            vec![
+                test("a.py::t", Outcome::Over, true),
+                test("a.py::u", Outcome::New, false),
+            ],
+            vec!["a.py::gone".into()],
+        );
+        assert_eq!(r.totals["over"], 1);
+        assert_eq!(r.totals["stale"], 1);
+        assert_eq!(r.totals["failed"], 1);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.json");
+        r.write(&path).unwrap();
+        let back = Results::read(&path).unwrap();
+        assert_eq!(back.tests.len(), 2);
+        assert_eq!(back.tests[0].outcome, Outcome::Over);
+        assert_eq!(back.to_json(), r.to_json());
+    }
+
+    #[test]
+    fn foreign_or_future_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.json");
+        std::fs::write(&path, "{\"schema\": 1}").unwrap();
+        assert!(Results::read(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("r.json:1:"));
+        let mut r = Results::new(env(), gating(), true, vec![], vec![]);
+        r.version = 99;
+        std::fs::write(&path, r.to_json()).unwrap();
+        assert!(Results::read(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("version 99"));
+    }
+}
