@@ -89,7 +89,6 @@ pub fn step_summary(
         out.push_str("| outcome | test | peak | Δ peak | retained | Δ retained |\n");
         out.push_str("|---|---|---:|---:|---:|---:|\n");
         let total = rows.len() + stale.len();
-        let mut written = 0;
         let stale_rows = stale
             .iter()
             .map(|s| format!("| stale | {} | | | | |\n", cell(s)));
@@ -105,7 +104,7 @@ pub fn step_summary(
                 delta(r.measured.retained, b.map(|b| b.retained)),
             )
         });
-        for row in test_rows.chain(stale_rows) {
+        for (written, row) in test_rows.chain(stale_rows).enumerate() {
             if out.len() + row.len() + footer.len() + 200 > MAX_SUMMARY {
                 let _ = writeln!(
                     out,
@@ -115,7 +114,6 @@ pub fn step_summary(
                 break;
             }
             out.push_str(&row);
-            written += 1;
         }
     }
     out.push_str(&footer);
