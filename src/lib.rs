@@ -2,9 +2,11 @@
 //! This file only declares the modules and the Python extension.
 
 pub mod baseline;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod gate;
+pub mod git;
 pub mod github;
 pub mod meter;
 mod python;

@@ -143,18 +143,33 @@ pub struct Verdict {
 
 #[pymethods]
 impl Verdict {
+    /// Whether the test fails: with `gated` false (an update), only absolute limits fail it,
+    /// since the update records the new values instead.
+    fn fails(&self, gated: bool) -> bool {
+        if gated {
+            self.result.failed
+        } else {
+            self.result
+                .checks
+                .iter()
+                .any(|c| c.over() && c.baseline().is_none())
+        }
+    }
+
     /// The result as JSON, for the report (it crosses to the xdist controller as a string).
-    /// A test that did not pass its own assertions is neither gated nor recorded.
-    #[pyo3(signature = (passed_own, path=None, line=None))]
+    /// A test that did not pass its own assertions is neither gated nor recorded; an update
+    /// records instead of gating (`gated` false).
+    #[pyo3(signature = (passed_own, gated=true, path=None, line=None))]
     fn to_json(
         &self,
         passed_own: bool,
+        gated: bool,
         path: Option<String>,
         line: Option<u32>,
     ) -> PyResult<String> {
         let mut r = self.result.clone();
         r.recordable = passed_own;
-        r.failed &= passed_own;
+        r.failed = passed_own && self.fails(gated);
         if !r.failed {
             r.message.clear();
         }
@@ -209,11 +224,13 @@ fn coverage(complete: bool, collected: Vec<String>, scope: Vec<String>) -> Cover
         complete,
         collected: collected.into_iter().collect::<BTreeSet<_>>(),
         scope,
+
+        accept_environment: false,
     }
 }
 
-/// One run's settings, baselines and results.
-#[pyclass(module = "pytest_memcheck._engine")]
+/// One run's settings, baselines and results. Unsendable: it holds a git repository handle.
+#[pyclass(module = "pytest_memcheck._engine", unsendable)]
 pub struct Session {
     inner: crate::session::Session,
 }
@@ -223,13 +240,14 @@ impl Session {
     /// Load the settings of the project at `root` with `overrides` from the command line
     /// (setting name → text) and point at its baseline directory.
     #[new]
-    #[pyo3(signature = (root, overrides, python, implementation, platform))]
+    #[pyo3(signature = (root, overrides, python, implementation, platform, git_ref=None))]
     fn new(
         root: PathBuf,
         overrides: BTreeMap<String, String>,
         python: String,
         implementation: String,
         platform: String,
+        git_ref: Option<String>,
     ) -> PyResult<Self> {
         let settings = config::load(&root, &overrides)?;
         let dir = config::expand_dir(&settings.baseline_dir, &python, &platform, &implementation)?;
@@ -240,9 +258,11 @@ impl Session {
             meter: settings.meter.name().to_string(),
         };
         let dir = root.join(dir);
-        Ok(Session {
-            inner: crate::session::Session::new(settings, env, dir),
-        })
+        let mut inner = crate::session::Session::new(settings, env, dir);
+        if let Some(rev) = git_ref {
+            inner.use_git_ref(&root, &rev)?;
+        }
+        Ok(Session { inner })
     }
 
     #[getter]
@@ -387,12 +407,26 @@ impl Session {
     }
 }
 
+/// The `memcheck` command line; returns the exit status.
+#[pyfunction]
+fn cli(args: Vec<String>, python: String, implementation: String, platform: String) -> i32 {
+    crate::cli::main(
+        &args,
+        &crate::cli::Here {
+            python,
+            implementation,
+            platform,
+        },
+    )
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<Measurement>()?;
     m.add_class::<Verdict>()?;
     m.add_class::<Session>()?;
     m.add_function(wrap_pyfunction!(measure, m)?)?;
+    m.add_function(wrap_pyfunction!(cli, m)?)?;
     m.add_function(wrap_pyfunction!(meter_footprint, m)?)?;
     m.add_function(wrap_pyfunction!(parse_size, m)?)?;
     m.add_function(wrap_pyfunction!(parse_percent, m)?)?;

@@ -70,6 +70,8 @@ pub struct Coverage {
     pub collected: BTreeSet<String>,
     /// Module path prefixes (relative to the root) the run's arguments cover; empty = everything.
     pub scope: Vec<String>,
+    /// Re-record files from another environment even on a partial run (`--accept-environment`).
+    pub accept_environment: bool,
 }
 
 impl Coverage {
@@ -101,10 +103,19 @@ pub struct FileChange {
     pub note: Option<String>,
 }
 
+/// Baselines as committed at a git revision instead of the work tree (`--memcheck-ref`).
+pub struct GitSource {
+    pub repo: crate::git::Repo,
+    pub rev: String,
+    /// The baseline directory relative to the repository root.
+    pub dir: String,
+}
+
 pub struct Session {
     pub settings: Settings,
     pub env: Environment,
     pub dir: PathBuf,
+    pub source: Option<GitSource>,
     files: HashMap<String, Option<BaselineFile>>,
     pub results: Vec<TestResult>,
 }
@@ -116,16 +127,48 @@ impl Session {
             settings,
             env,
             dir,
+            source: None,
             files: HashMap::new(),
             results: Vec::new(),
         }
     }
 
+    /// Read baselines as committed at `rev` in the repository holding `root`.
+    pub fn use_git_ref(&mut self, root: &Path, rev: &str) -> Result<()> {
+        let repo = crate::git::Repo::discover(root)?;
+        let root_rel = repo.relative(root)?;
+        let rel_dir = self.dir.strip_prefix(root).unwrap_or(&self.dir);
+        let dir = Path::new(&root_rel)
+            .join(rel_dir)
+            .to_string_lossy()
+            .replace('\\', "/");
+        repo.commit(rev)?;
+        self.source = Some(GitSource {
+            repo,
+            rev: rev.to_string(),
+            dir: dir.trim_start_matches('/').to_string(),
+        });
+        self.files.clear();
+        Ok(())
+    }
+
     /// Load (once) the baselines of `module`. A malformed file is an error, never overwritten.
     pub fn load(&mut self, module: &str) -> Result<Option<&BaselineFile>> {
         if !self.files.contains_key(module) {
-            let path = module_file(&self.dir, module)?;
-            let file = BaselineFile::read(&path)?;
+            let file = match &self.source {
+                None => BaselineFile::read(&module_file(&self.dir, module)?)?,
+                Some(git) => {
+                    let path = module_file(Path::new(&git.dir), module)?;
+                    let path = path.to_string_lossy().replace('\\', "/");
+                    match git.repo.read_at(&git.rev, &path)? {
+                        Some(text) => Some(BaselineFile::parse(
+                            &text,
+                            Path::new(&format!("{}:{path}", git.rev)),
+                        )?),
+                        None => None,
+                    }
+                }
+            };
             self.files.insert(module.to_string(), file);
         }
         Ok(self.files[module].as_ref())
@@ -232,6 +275,20 @@ impl Session {
 
     /// Every baseline file under the directory, as (module path with `.py`, file path).
     fn baseline_files(&self) -> Vec<(String, PathBuf)> {
+        if let Some(git) = &self.source {
+            return git
+                .repo
+                .files_at(&git.rev, &git.dir)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(name, _)| !name.rsplit('/').next().unwrap_or("").starts_with('.'))
+                .map(|(name, _)| {
+                    let module = format!("{}.py", name.trim_end_matches(".toml"));
+                    let path = self.dir.join(&name);
+                    (module, path)
+                })
+                .collect();
+        }
         fn walk(dir: &Path, rel: &str, out: &mut Vec<(String, PathBuf)>) {
             let Ok(entries) = fs::read_dir(dir) else {
                 return;
@@ -314,14 +371,14 @@ impl Session {
             let mut file = match old.clone() {
                 Some(f) if f.env == self.env => f,
                 Some(f) => {
-                    if !coverage.complete {
+                    if !coverage.complete && !coverage.accept_environment {
                         changes.push(FileChange {
                             path,
                             written: 0,
                             pruned: 0,
                             deleted: false,
                             note: Some(format!(
-                                "recorded on {}, this run is {}: not rewritten by a partial run; re-record it with a complete run, or use {{python}}/{{platform}} in baseline-dir",
+                                "recorded on {}, this run is {}: not rewritten by a partial run; re-record it with a complete run (or accept the environment), or use {{python}}/{{platform}} in baseline-dir",
                                 f.env, self.env
                             )),
                         });
@@ -427,6 +484,8 @@ mod tests {
             complete: true,
             collected: ids.iter().map(|s| s.to_string()).collect(),
             scope: vec![],
+
+            accept_environment: false,
         }
     }
 
@@ -490,6 +549,8 @@ mod tests {
             complete: false,
             collected: [ids[0].to_string()].into(),
             scope: vec![],
+
+            accept_environment: false,
         };
         let ch = run(dir.path(), &[(ids[0], 1)], &partial, UpdateMode::Changed);
         assert!(ch.is_empty());
@@ -523,6 +584,8 @@ mod tests {
             complete: true,
             collected: [ids[0].to_string()].into(),
             scope: vec!["a".into()],
+
+            accept_environment: false,
         };
         run(dir.path(), &[(ids[0], 1)], &cov, UpdateMode::Changed);
         assert!(dir.path().join("b/test_b.toml").exists());

@@ -114,6 +114,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "may hold {python}, {platform}, {implementation}",
     )
     group.addoption(
+        "--memcheck-ref",
+        default=None,
+        metavar="REF",
+        help="compare with the baselines as committed at a git revision (e.g. origin/main), "
+        "read from git without a checkout",
+    )
+    group.addoption(
         "--memcheck-json",
         default=None,
         metavar="PATH",
@@ -155,6 +162,11 @@ def pytest_configure(config: pytest.Config) -> None:
             "--memcheck-update does not write baselines in CI (CI is set): let CI measure with "
             "--memcheck and accept its values locally, or pass --memcheck-allow-ci-update"
         )
+    if opt.memcheck_update and opt.memcheck_ref:
+        raise pytest.UsageError(
+            "--memcheck-update writes the work tree's baselines; it cannot be combined with "
+            "--memcheck-ref"
+        )
     overrides = {
         "tolerance": opt.memcheck_tolerance,
         "floor": opt.memcheck_floor,
@@ -171,6 +183,7 @@ def pytest_configure(config: pytest.Config) -> None:
             f"{sys.version_info[0]}.{sys.version_info[1]}",
             sys.implementation.name,
             sysconfig.get_platform(),
+            opt.memcheck_ref,
         )
     except _engine.MemcheckError as e:
         raise pytest.UsageError(str(e)) from None
@@ -357,9 +370,11 @@ class Manager:
         if call.when != "call" or VERDICT not in item.stash:
             return report
         verdict, first, second = item.stash[VERDICT]
-        # Tests that fail on their own, skip or xfail are not gated and not recorded.
+        # Tests that fail on their own, skip or xfail are not gated and not recorded; an update
+        # records new values instead of failing on them.
         own_pass = report.passed and not hasattr(report, "wasxfail")
-        if own_pass and verdict.failed:
+        gated = not self.update
+        if own_pass and verdict.fails(gated):
             report.outcome = "failed"
             message = verdict.message
             if second is not None and verdict.outcome == "over":
@@ -372,7 +387,7 @@ class Manager:
             report.longrepr = message
         path, line, _ = item.location
         # A JSON string: it crosses to the xdist controller as it is.
-        report.memcheck = verdict.to_json(own_pass, path, (line or 0) + 1)
+        report.memcheck = verdict.to_json(own_pass, gated, path, (line or 0) + 1)
         return report
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:

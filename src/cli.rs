@@ -1,0 +1,504 @@
+//! The `memcheck` command: review and accept baselines outside pytest.
+//!
+//! Exit status: 0 success; 1 `check` found tests over budget; 2 bad usage or bad input (a file
+//! that cannot be read, an unknown revision...), with the reason on stderr.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use comfy_table::presets::{ASCII_MARKDOWN, UTF8_FULL_CONDENSED};
+use comfy_table::Table;
+
+use crate::baseline::{split_nodeid, BaselineFile, Entry, Environment};
+use crate::config;
+use crate::error::{Error, Result};
+use crate::git::Repo;
+use crate::results::Results;
+use crate::session::{Coverage, Session, UpdateMode};
+use crate::sizes::{format_delta, format_size};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "memcheck",
+    about = "Review and accept pytest-memcheck baselines",
+    after_help = "Exit status: 0 success, 1 `check` found tests over budget, 2 bad usage or input."
+)]
+struct Cli {
+    /// The project root (where pyproject.toml or memcheck.toml lives).
+    #[arg(long, global = true, default_value = ".")]
+    root: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Format {
+    Table,
+    Markdown,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// List the baselines as a table.
+    Show {
+        /// Read them as committed at this git revision instead of the work tree.
+        #[arg(long = "ref")]
+        rev: Option<String>,
+    },
+    /// Baseline changes between two git revisions, or a revision and the work tree.
+    Diff {
+        /// The old revision (default HEAD).
+        old: Option<String>,
+        /// The new revision (default: the work tree).
+        new: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// One test's values through the commits that changed them, with a chart.
+    Log {
+        /// The test's node id, e.g. tests/test_io.py::test_read.
+        nodeid: String,
+    },
+    /// Accept values measured elsewhere (CI): write them into the baseline files.
+    Update {
+        /// Results files of `pytest --memcheck-json`; shards are merged.
+        #[arg(long = "from", required = true, num_args = 1..)]
+        from: Vec<PathBuf>,
+        /// Rewrite every entry, not only new ones and those outside their tolerance.
+        #[arg(long)]
+        all: bool,
+        /// Re-record baseline files that were recorded in another environment.
+        #[arg(long)]
+        accept_environment: bool,
+    },
+    /// Gate merged results offline; exit 1 when a test is over budget, like pytest.
+    Check {
+        #[arg(long = "from", required = true, num_args = 1..)]
+        from: Vec<PathBuf>,
+    },
+}
+
+/// This interpreter, for placeholders in baseline-dir.
+pub struct Here {
+    pub python: String,
+    pub implementation: String,
+    pub platform: String,
+}
+
+/// Run the command line; returns the exit status.
+pub fn main(args: &[String], here: &Here) -> i32 {
+    let cli = match Cli::try_parse_from(
+        std::iter::once("memcheck".to_string()).chain(args.iter().cloned()),
+    ) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    match run(cli, here) {
+        Ok(status) => status,
+        Err(e) => {
+            eprintln!("memcheck: {e}");
+            2
+        }
+    }
+}
+
+fn baseline_dir(root: &Path, env: &Environment) -> Result<(config::Settings, PathBuf)> {
+    let settings = config::load(root, &BTreeMap::new())?;
+    let dir = config::expand_dir(
+        &settings.baseline_dir,
+        &env.python,
+        &env.platform,
+        &env.implementation,
+    )?;
+    Ok((settings, PathBuf::from(dir)))
+}
+
+fn run(cli: Cli, here: &Here) -> Result<i32> {
+    let root = cli
+        .root
+        .canonicalize()
+        .map_err(|e| Error::io(&cli.root, "open", e))?;
+    let env = Environment {
+        python: here.python.clone(),
+        implementation: here.implementation.clone(),
+        platform: here.platform.clone(),
+        meter: String::new(),
+    };
+    match cli.command {
+        Command::Show { rev } => {
+            let (_, dir) = baseline_dir(&root, &env)?;
+            let files = read_all(&root, &dir, rev.as_deref())?;
+            print!("{}", show(&files));
+            Ok(0)
+        }
+        Command::Diff { old, new, format } => {
+            let (_, dir) = baseline_dir(&root, &env)?;
+            let old_rev = old.unwrap_or_else(|| "HEAD".into());
+            let before = read_all(&root, &dir, Some(&old_rev))?;
+            let after = read_all(&root, &dir, new.as_deref())?;
+            print!("{}", diff(&before, &after, format));
+            Ok(0)
+        }
+        Command::Log { nodeid } => {
+            let (_, dir) = baseline_dir(&root, &env)?;
+            let repo = Repo::discover(&root)?;
+            let (module, key) = split_nodeid(&nodeid);
+            let path = crate::baseline::module_file(
+                &Path::new(&repo.relative(&root)?).join(&dir),
+                module,
+            )?;
+            let path = path
+                .to_string_lossy()
+                .trim_start_matches('/')
+                .replace('\\', "/");
+            print!("{}", log(&repo.history(&path)?, key, &nodeid));
+            Ok(0)
+        }
+        Command::Update {
+            from,
+            all,
+            accept_environment,
+        } => {
+            let merged = merge(&from)?;
+            let (settings, dir) = baseline_dir(&root, &merged.environment)?;
+            let mut session = Session::new(settings, merged.environment.clone(), root.join(dir));
+            for t in merged.tests {
+                session.record(t);
+            }
+            let coverage = Coverage {
+                accept_environment,
+                ..Coverage::default()
+            };
+            let mode = if all {
+                UpdateMode::All
+            } else {
+                UpdateMode::Changed
+            };
+            let changes = session.update(mode, &coverage)?;
+            if changes.is_empty() {
+                println!("baselines unchanged");
+            }
+            let mut refused = false;
+            for c in changes {
+                let rel = c
+                    .path
+                    .strip_prefix(&root)
+                    .unwrap_or(&c.path)
+                    .display()
+                    .to_string();
+                if let Some(note) = &c.note {
+                    println!("{rel}: {note}");
+                    refused |= note.contains("not rewritten");
+                }
+                if c.written > 0 {
+                    println!("wrote {rel}: {} updated", c.written);
+                }
+            }
+            Ok(if refused { 2 } else { 0 })
+        }
+        Command::Check { from } => {
+            let merged = merge(&from)?;
+            let failed: Vec<_> = merged.tests.iter().filter(|t| t.failed).collect();
+            for t in &failed {
+                println!("FAILED {}\n{}\n", t.nodeid, t.message);
+            }
+            if let Some(table) = crate::report::summary_table(&merged.tests, &merged.stale, false) {
+                println!("{table}");
+            }
+            println!(
+                "{}",
+                crate::report::totals_line(&merged.tests, merged.stale.len())
+            );
+            Ok(if failed.is_empty() { 0 } else { 1 })
+        }
+    }
+}
+
+/// Merge shards: one environment, each test once.
+fn merge(paths: &[PathBuf]) -> Result<Results> {
+    let mut merged: Option<Results> = None;
+    let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
+    for path in paths {
+        let shard = Results::read(path)?;
+        for t in &shard.tests {
+            if let Some(other) = seen.insert(t.nodeid.clone(), path.clone()) {
+                return Err(Error::usage(
+                    path.display().to_string(),
+                    format!(
+                        "{} was also measured in {}: shards must not overlap",
+                        t.nodeid,
+                        other.display()
+                    ),
+                ));
+            }
+        }
+        match &mut merged {
+            None => merged = Some(shard),
+            Some(m) => {
+                if m.environment != shard.environment {
+                    return Err(Error::usage(
+                        path.display().to_string(),
+                        format!(
+                            "measured on {}, the other shards on {}",
+                            shard.environment, m.environment
+                        ),
+                    ));
+                }
+                m.complete &= shard.complete;
+                m.tests.extend(shard.tests);
+                m.stale.extend(shard.stale);
+            }
+        }
+    }
+    let mut m = merged.ok_or_else(|| Error::usage("--from", "no results file given"))?;
+    m.tests.sort_by(|a, b| a.nodeid.cmp(&b.nodeid));
+    m.stale.sort();
+    m.stale.dedup();
+    Ok(m)
+}
+
+/// Baseline files under `dir` (relative to root): at a revision, or in the work tree.
+fn read_all(root: &Path, dir: &Path, rev: Option<&str>) -> Result<BTreeMap<String, BaselineFile>> {
+    let mut out = BTreeMap::new();
+    match rev {
+        Some(rev) => {
+            let repo = Repo::discover(root)?;
+            let in_repo = Path::new(&repo.relative(root)?).join(dir);
+            let in_repo = in_repo
+                .to_string_lossy()
+                .trim_start_matches('/')
+                .replace('\\', "/");
+            for (name, text) in repo.files_at(rev, &in_repo)? {
+                let file =
+                    BaselineFile::parse(&text, Path::new(&format!("{rev}:{in_repo}/{name}")))?;
+                out.insert(module_of(&name), file);
+            }
+        }
+        None => {
+            let base = root.join(dir);
+            let mut stack = vec![base.clone()];
+            while let Some(d) = stack.pop() {
+                let Ok(entries) = std::fs::read_dir(&d) else {
+                    continue;
+                };
+                for e in entries.flatten() {
+                    let p = e.path();
+                    if p.is_dir() {
+                        stack.push(p);
+                    } else if p.extension().is_some_and(|x| x == "toml")
+                        && !e.file_name().to_string_lossy().starts_with('.')
+                    {
+                        let name = p
+                            .strip_prefix(&base)
+                            .unwrap_or(&p)
+                            .to_string_lossy()
+                            .replace('\\', "/");
+                        if let Some(file) = BaselineFile::read(&p)? {
+                            out.insert(module_of(&name), file);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn module_of(toml_name: &str) -> String {
+    format!("{}.py", toml_name.trim_end_matches(".toml"))
+}
+
+fn show(files: &BTreeMap<String, BaselineFile>) -> String {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED).set_header([
+        "test",
+        "peak",
+        "retained",
+        "allocations",
+        "cycles",
+        "environment",
+    ]);
+    let mut n = 0;
+    for (module, file) in files {
+        for (key, e) in &file.entries {
+            n += 1;
+            table.add_row([
+                format!("{module}::{key}"),
+                format_size(e.peak),
+                format_size(e.retained),
+                e.allocations.to_string(),
+                e.cycles.to_string(),
+                file.env.to_string(),
+            ]);
+        }
+    }
+    format!("{table}\n{n} baselines in {} files\n", files.len())
+}
+
+fn change(old: Option<u64>, new: Option<u64>) -> String {
+    match (old, new) {
+        (Some(a), Some(b)) if a == b => format_size(b),
+        (Some(a), Some(b)) => {
+            let pct = if a == 0 {
+                String::new()
+            } else {
+                format!(" {:+.1}%", (b as f64 - a as f64) * 100.0 / a as f64)
+            };
+            format!(
+                "{} → {} ({}{pct})",
+                format_size(a),
+                format_size(b),
+                format_delta(b as i128 - a as i128)
+            )
+        }
+        (None, Some(b)) => format!("new: {}", format_size(b)),
+        (Some(a), None) => format!("removed (was {})", format_size(a)),
+        (None, None) => String::new(),
+    }
+}
+
+fn diff(
+    before: &BTreeMap<String, BaselineFile>,
+    after: &BTreeMap<String, BaselineFile>,
+    format: Format,
+) -> String {
+    let mut ids: BTreeMap<String, (Option<Entry>, Option<Entry>)> = BTreeMap::new();
+    for (side, files) in [(0, before), (1, after)] {
+        for (module, file) in files {
+            for (key, e) in &file.entries {
+                let slot = ids.entry(format!("{module}::{key}")).or_default();
+                if side == 0 {
+                    slot.0 = Some(*e);
+                } else {
+                    slot.1 = Some(*e);
+                }
+            }
+        }
+    }
+    let mut table = Table::new();
+    table
+        .load_preset(match format {
+            Format::Table => UTF8_FULL_CONDENSED,
+            Format::Markdown => ASCII_MARKDOWN,
+        })
+        .set_header(["test", "peak", "retained"]);
+    let mut n = 0;
+    for (id, (old, new)) in &ids {
+        if old == new {
+            continue;
+        }
+        n += 1;
+        let cell = |s: String| match format {
+            Format::Markdown => s.replace('|', "\\|"),
+            Format::Table => s,
+        };
+        table.add_row([
+            cell(id.clone()),
+            change(old.map(|e| e.peak), new.map(|e| e.peak)),
+            change(old.map(|e| e.retained), new.map(|e| e.retained)),
+        ]);
+    }
+    if n == 0 {
+        return "no baseline changed\n".into();
+    }
+    format!("{table}\n{n} baselines changed\n")
+}
+
+/// A one-line chart of `values`, oldest first.
+fn sparkline(values: &[u64]) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let (lo, hi) = (
+        values.iter().copied().min().unwrap_or(0),
+        values.iter().copied().max().unwrap_or(0),
+    );
+    values
+        .iter()
+        .map(|v| {
+            if hi == lo {
+                BARS[3]
+            } else {
+                BARS[((v - lo) * 7 / (hi - lo)) as usize]
+            }
+        })
+        .collect()
+}
+
+#[allow(clippy::type_complexity)]
+fn log(history: &[(String, String, i64, Option<String>)], key: &str, nodeid: &str) -> String {
+    // Oldest first; keep the commits where this test's values changed.
+    let mut points: Vec<(&str, &str, i64, Option<Entry>)> = Vec::new();
+    for (id, summary, time, text) in history.iter().rev() {
+        let entry = text
+            .as_deref()
+            .and_then(|t| BaselineFile::parse(t, Path::new("history")).ok())
+            .and_then(|f| f.entries.get(key).copied());
+        let shown = |e: Option<Entry>| e.map(|e| (e.peak, e.retained));
+        let changed = match points.last() {
+            Some(last) => shown(last.3) != shown(entry),
+            None => entry.is_some(),
+        };
+        if changed {
+            points.push((id, summary, *time, entry));
+        }
+    }
+    if points.iter().all(|p| p.3.is_none()) {
+        return format!("no baseline of {nodeid} in the history\n");
+    }
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_header(["commit", "date", "peak", "retained", "summary"]);
+    for (id, summary, time, entry) in &points {
+        let date = format_date(*time);
+        let (peak, retained) = match entry {
+            Some(e) => (format_size(e.peak), format_size(e.retained)),
+            None => ("removed".into(), String::new()),
+        };
+        table.add_row([id.to_string(), date, peak, retained, summary.to_string()]);
+    }
+    let peaks: Vec<u64> = points.iter().filter_map(|p| p.3.map(|e| e.peak)).collect();
+    format!("{nodeid}\n{table}\npeak over time: {}\n", sparkline(&peaks))
+}
+
+/// `YYYY-MM-DD` of a Unix time (UTC), without a date crate.
+fn format_date(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_and_charts() {
+        assert_eq!(format_date(0), "1970-01-01");
+        assert_eq!(format_date(1_764_028_800), "2025-11-25");
+        assert_eq!(sparkline(&[1, 5, 9]), "▁▄█");
+        assert_eq!(sparkline(&[3, 3]), "▄▄");
+    }
+
+    #[test]
+    fn change_cells() {
+        assert_eq!(
+            change(Some(1024), Some(2048)),
+            "1.00 KiB → 2.00 KiB (+1.00 KiB +100.0%)"
+        );
+        assert_eq!(change(None, Some(10)), "new: 10 B");
+        assert_eq!(change(Some(10), None), "removed (was 10 B)");
+    }
+}

@@ -1,0 +1,181 @@
+"""The `memcheck` command and `--memcheck-ref`, on real git repositories (SPEC §7)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+
+SUITE = """
+import os
+
+def test_alloc():
+    bytearray(int(os.environ.get("ALLOC", str(1 << 20))))
+
+def test_other():
+    bytearray(int(os.environ.get("OTHER", "1000")))
+"""
+
+
+def git(cwd, *args):
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+    }
+    return subprocess.run(
+        ["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True
+    ).stdout
+
+
+def memcheck(cwd, *args):
+    return subprocess.run(
+        [sys.executable, "-m", "pytest_memcheck.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.fixture
+def repo(project, monkeypatch):
+    """A git repository with three commits of baselines: 1 MiB, 2 MiB, then 3 MiB for test_alloc."""
+    project.pytester.makepyfile(test_suite=SUITE)
+    git(project.path, "init", "-q", "-b", "main")
+    for size in (1, 2, 3):
+        monkeypatch.setenv("ALLOC", str(size << 20))
+        assert project.run("--memcheck-update").ret == 0
+        git(project.path, "add", "-A")
+        git(project.path, "commit", "-q", "-m", f"alloc {size} MiB")
+    monkeypatch.delenv("ALLOC")
+    return project
+
+
+def test_show(repo):
+    result = memcheck(repo.path, "show")
+    assert result.returncode == 0, result.stderr
+    assert "test_suite.py::test_alloc" in result.stdout and "3.00 MiB" in result.stdout
+    assert "2 baselines in 1 files" in result.stdout
+    result = memcheck(repo.path, "show", "--ref", "HEAD~2")
+    assert "1.00 MiB" in result.stdout and "3.00 MiB" not in result.stdout
+
+
+def test_diff_between_revisions_and_the_work_tree(repo, monkeypatch):
+    result = memcheck(repo.path, "diff", "HEAD~2", "HEAD")
+    assert result.returncode == 0, result.stderr
+    assert "test_suite.py::test_alloc" in result.stdout
+    assert "1.00 MiB → 3.00 MiB (+2.00 MiB +200.0%)" in result.stdout
+    assert "1 baselines changed" in result.stdout
+    result = memcheck(repo.path, "diff", "HEAD~1", "HEAD", "--format", "markdown")
+    assert result.stdout.splitlines()[0].startswith("| test")
+    assert "2.00 MiB → 3.00 MiB" in result.stdout
+    assert memcheck(repo.path, "diff").stdout == "no baseline changed\n"
+    monkeypatch.setenv("OTHER", str(5 << 20))
+    assert repo.run("--memcheck-update").ret == 0
+    result = memcheck(repo.path, "diff")  # HEAD against the work tree
+    assert "test_suite.py::test_other" in result.stdout and "5.00 MiB" in result.stdout
+
+
+def test_log_follows_a_test_through_history(repo):
+    result = memcheck(repo.path, "log", "test_suite.py::test_alloc")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line for line in lines if "alloc " in line and "MiB" in line].__len__() == 3
+    assert result.stdout.index("alloc 1 MiB") < result.stdout.index("alloc 3 MiB")
+    assert "peak over time: ▁▄█" in result.stdout
+    result = memcheck(repo.path, "log", "test_suite.py::test_missing")
+    assert "no baseline of test_suite.py::test_missing" in result.stdout
+
+
+def test_update_from_ci_results_merges_shards(repo, monkeypatch):
+    monkeypatch.setenv("ALLOC", str(6 << 20))
+    monkeypatch.setenv("OTHER", str(2 << 20))
+    # Two shards of a CI matrix, each with its own results file.
+    repo.run("--memcheck", "--memcheck-json=shard1.json", "-k", "alloc")
+    repo.run("--memcheck", "--memcheck-json=shard2.json", "-k", "other")
+    check = memcheck(repo.path, "check", "--from", "shard1.json", "shard2.json")
+    assert check.returncode == 1
+    assert "FAILED test_suite.py::test_alloc" in check.stdout
+    assert "FAILED test_suite.py::test_other" in check.stdout
+    result = memcheck(repo.path, "update", "--from", "shard1.json", "shard2.json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "wrote baselines/test_suite.toml: 2 updated" in result.stdout
+    shown = memcheck(repo.path, "show").stdout
+    assert "6.00 MiB" in shown and "2.00 MiB" in shown
+    # The accepted values pass the gate now.
+    assert repo.run("--memcheck").ret == 0
+    # Overlapping shards are refused.
+    result = memcheck(repo.path, "update", "--from", "shard1.json", "shard1.json")
+    assert result.returncode == 2 and "shards must not overlap" in result.stderr
+
+
+def test_update_refuses_another_environment_unless_told(repo, monkeypatch):
+    monkeypatch.setenv("ALLOC", str(6 << 20))
+    repo.run("--memcheck", "--memcheck-json=ci.json")
+    data = json.loads((repo.path / "ci.json").read_text())
+    data["environment"]["platform"] = "macosx-14-arm64"
+    (repo.path / "ci.json").write_text(json.dumps(data))
+    before = (repo.path / "baselines" / "test_suite.toml").read_text()
+    result = memcheck(repo.path, "update", "--from", "ci.json")
+    assert result.returncode == 2
+    assert "not rewritten" in result.stdout
+    assert (repo.path / "baselines" / "test_suite.toml").read_text() == before
+    result = memcheck(repo.path, "update", "--from", "ci.json", "--accept-environment")
+    assert result.returncode == 0, result.stdout
+    assert "macosx-14-arm64" in (repo.path / "baselines" / "test_suite.toml").read_text()
+
+
+def test_check_passes_clean_results_and_rejects_foreign_files(repo):
+    repo.run("--memcheck", "--memcheck-json=ok.json")
+    assert memcheck(repo.path, "check", "--from", "ok.json").returncode == 0
+    (repo.path / "bad.json").write_text('{"schema": "something else"}')
+    result = memcheck(repo.path, "check", "--from", "bad.json")
+    assert result.returncode == 2 and "bad.json:1:" in result.stderr
+    assert memcheck(repo.path, "check").returncode == 2  # --from is required
+
+
+def test_memcheck_ref_reads_baselines_from_git(repo, monkeypatch):
+    monkeypatch.setenv("ALLOC", str(2 << 20))
+    # HEAD says 3 MiB (2 MiB is an improvement); HEAD~2 says 1 MiB (2 MiB is over).
+    assert repo.run("--memcheck", "--memcheck-ref=HEAD").ret == 0
+    result = repo.run("--memcheck", "--memcheck-ref=HEAD~2")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*baseline 1.00 MiB*"])
+    # The work tree's files are not what was judged, and are left alone.
+    assert "3145" in (repo.path / "baselines" / "test_suite.toml").read_text()
+    result = repo.run("--memcheck", "--memcheck-ref=origin/main")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*git revision 'origin/main'*not found*git fetch origin main*"])
+    result = repo.run("--memcheck-update", "--memcheck-ref=HEAD")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+
+
+def test_memcheck_ref_in_a_shallow_clone_says_how_to_fetch(repo, tmp_path):
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", "--depth", "1", f"file://{repo.path}", str(clone))
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:randomly",
+            "--memcheck",
+            "--memcheck-ref=HEAD~2",
+        ],
+        cwd=clone,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == pytest.ExitCode.USAGE_ERROR
+    assert "shallow clone" in result.stderr and "fetch-depth: 0" in result.stderr
