@@ -1,0 +1,67 @@
+"""Our GitHub workflow and composite action are clean under actionlint and zizmor (SPEC §7)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+GITHUB = ROOT / ".github"
+ACTION = GITHUB / "actions" / "memcheck" / "action.yml"
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} is not installed (./tasks.sh test installs it)")
+    return path
+
+
+def run(*cmd: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
+
+
+def test_actionlint_is_clean():
+    workflows = sorted(str(p) for p in (GITHUB / "workflows").glob("*.yml"))
+    assert workflows
+    result = run(tool("actionlint"), *workflows)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_zizmor_is_clean():
+    result = run(tool("zizmor"), "--offline", str(GITHUB))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "No findings to report" in result.stdout + result.stderr
+
+
+def test_zizmor_would_catch_an_injection(tmp_path):
+    """The check above can fail: an untrusted expression inside run: is a finding."""
+    bad = tmp_path / ".github" / "workflows"
+    bad.mkdir(parents=True)
+    (bad / "bad.yml").write_text(
+        "on: pull_request_target\n"
+        "permissions: {}\n"
+        "jobs:\n"
+        "  x:\n"
+        "    runs-on: ubuntu-latest\n"
+        "    steps:\n"
+        "      - run: echo ${{ github.event.pull_request.title }}\n"
+    )
+    result = run(tool("zizmor"), "--offline", str(tmp_path / ".github"), cwd=tmp_path)
+    assert result.returncode != 0
+    assert "template-injection" in result.stdout + result.stderr
+
+
+def test_no_expression_inside_run_blocks_of_the_action():
+    text = ACTION.read_text()
+    blocks = re.findall(r"run: \|\n((?:\s{8}.*\n|\n)+)", text)
+    assert blocks, "the action has run: blocks"
+    for block in blocks:
+        assert "${{" not in block, block
+    assert re.findall(r"uses: [^.\s][^@\s]*@([0-9a-f]+)", text) == [
+        "ea165f8d65b6e75b540449e92b4886f43607fa02"
+    ], "actions are pinned to commit SHAs"
