@@ -4,6 +4,7 @@
 pub mod baseline;
 pub mod cli;
 pub mod config;
+pub mod dump;
 pub mod error;
 pub mod gate;
 pub mod git;

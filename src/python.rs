@@ -143,6 +143,17 @@ pub struct Verdict {
 
 #[pymethods]
 impl Verdict {
+    /// The metrics over their limit (`peak`, `retained`, `cycles`).
+    #[getter]
+    fn over(&self) -> Vec<&'static str> {
+        self.result
+            .checks
+            .iter()
+            .filter(|c| c.over())
+            .map(|c| c.metric.name())
+            .collect()
+    }
+
     /// Whether the test fails: with `gated` false (an update), only absolute limits fail it,
     /// since the update records the new values instead.
     fn fails(&self, gated: bool) -> bool {
@@ -407,6 +418,18 @@ impl Session {
     }
 }
 
+/// Write `<stem>.folded` and a flame graph `<stem>.svg` into `dir`.
+#[pyfunction]
+fn write_flamegraph(dir: PathBuf, stem: &str, folded: &str, title: &str) -> PyResult<()> {
+    Ok(crate::dump::write_flamegraph(&dir, stem, folded, title)?)
+}
+
+/// A safe, distinct file name stem for a node id.
+#[pyfunction]
+fn dump_stem(nodeid: &str) -> String {
+    crate::dump::file_stem(nodeid)
+}
+
 /// The `memcheck` command line; returns the exit status.
 #[pyfunction]
 fn cli(args: Vec<String>, python: String, implementation: String, platform: String) -> i32 {
@@ -427,6 +450,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Session>()?;
     m.add_function(wrap_pyfunction!(measure, m)?)?;
     m.add_function(wrap_pyfunction!(cli, m)?)?;
+    m.add_function(wrap_pyfunction!(write_flamegraph, m)?)?;
+    m.add_function(wrap_pyfunction!(dump_stem, m)?)?;
     m.add_function(wrap_pyfunction!(meter_footprint, m)?)?;
     m.add_function(wrap_pyfunction!(parse_size, m)?)?;
     m.add_function(wrap_pyfunction!(parse_percent, m)?)?;

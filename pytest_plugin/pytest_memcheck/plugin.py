@@ -36,6 +36,8 @@ MARKER_KEYS = (
 HYPOTHESIS_RULES = {"gate_retained": False, "tolerance": "50%"}
 
 VERDICT = pytest.StashKey[Any]()
+LEAK = pytest.StashKey[str]()
+LEAK_FLOOR = "256 B"
 MANAGER = pytest.StashKey["Manager"]()
 
 
@@ -48,6 +50,28 @@ def _update_mode(value: str) -> str:
             "(write --memcheck-update=all; put test paths before the option)"
         )
     return value
+
+
+def _leak_runs(value: str) -> tuple[int, int, int]:
+    """`W:R` or `W:R:FLOOR`: W unmeasured warm-up runs, R measured runs, the floor in bytes."""
+    import argparse
+
+    parts = value.split(":")
+    try:
+        if len(parts) not in (2, 3):
+            raise ValueError
+        warmups, runs = int(parts[0]), int(parts[1])
+        if warmups < 0 or runs < 1:
+            raise ValueError
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected W:R or W:R:FLOOR (e.g. 2:3 or 2:3:1KiB), got {value!r}"
+        ) from None
+    try:
+        floor = _engine.parse_size(parts[2] if len(parts) == 3 else LEAK_FLOOR, "--memcheck-leaks")
+    except _engine.UsageError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return warmups, runs, floor
 
 
 def _yes_no(value: str) -> str:
@@ -127,6 +151,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="write every result of the run to PATH as JSON (schema: results.schema.json)",
     )
     group.addoption(
+        "--memcheck-leaks",
+        default=None,
+        type=_leak_runs,
+        metavar="W:R[:FLOOR]",
+        help="leak hunt instead of the baseline gate: run each test W times unmeasured, then R "
+        "times measured; a test leaks when all R retained deltas exceed FLOOR (default 256 B)",
+    )
+    group.addoption(
+        "--memcheck-dump",
+        default=None,
+        metavar="DIR",
+        help="for tests over budget, write heap dumps to DIR: folded stacks and flame graph SVGs "
+        "of the peak and retained allocations, and a JSON of the top sites",
+    )
+    group.addoption(
         "--memcheck-confirm",
         default=None,
         type=_yes_no,
@@ -155,8 +194,10 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "limit_leaks(limit): fail the test if it retains more than limit (e.g. '1 MB')"
     )
     opt = config.option
-    if not (opt.memcheck or opt.memcheck_update):
+    if not (opt.memcheck or opt.memcheck_update or opt.memcheck_leaks):
         return
+    if opt.memcheck_update and opt.memcheck_leaks:
+        raise pytest.UsageError("--memcheck-leaks hunts leaks; it writes no baselines")
     if opt.memcheck_update and _in_ci() and not opt.memcheck_allow_ci_update:
         raise pytest.UsageError(
             "--memcheck-update does not write baselines in CI (CI is set): let CI measure with "
@@ -236,6 +277,8 @@ class Manager:
         self.config = config
         self.engine = engine
         self.update: str | None = config.option.memcheck_update
+        self.leaks: tuple[int, int, int] | None = config.option.memcheck_leaks
+        self.leaking: list[str] = []
         self.is_worker = hasattr(config, "workerinput")
         self.collected: list[str] = []
         self.incomplete_reasons: list[str] = []
@@ -326,6 +369,8 @@ class Manager:
         hint = "pytest --memcheck-update " + shlex.quote(item.nodeid)
 
         def measured(*args: Any, **kwargs: Any) -> Any:
+            if self.leaks and confirm:
+                return self._hunt_leak(item, func, args, kwargs)
             try:
                 result, first = _engine.measure(meter, func, args, kwargs)
             except _engine.MeterError as e:
@@ -358,18 +403,59 @@ class Manager:
                 else:
                     if second.intact:
                         verdict = self.engine.judge(item.nodeid, first.least(second), rules, hint)
-            item.stash[VERDICT] = (verdict, first, second)
+            diagnosis = None
+            if verdict.fails(not self.update) and verdict.outcome == "over":
+                from pytest_memcheck.diagnose import diagnose
+
+                diagnosis = diagnose(func, args, kwargs)
+                dump_dir = self.config.option.memcheck_dump
+                if dump_dir and not diagnosis.error:
+                    where = Path(self.config.invocation_params.dir, dump_dir)
+                    try:
+                        diagnosis.dump(where, item.nodeid, self.config.rootpath)
+                    except (OSError, _engine.MemcheckError) as e:
+                        warnings.warn(f"memcheck: no dump for {item.nodeid}: {e}", stacklevel=1)
+            item.stash[VERDICT] = (verdict, first, second, diagnosis)
             return result
 
         measured.__name__ = getattr(func, "__name__", "measured")
         return measured
 
+    def _hunt_leak(self, item: pytest.Item, func: Callable[..., Any], args: tuple, kwargs: dict):
+        """CPython's regrtest -R rule: after warm-ups, a leak only if every measured run retained
+        more than the floor. Fixtures are set up once, for all the runs."""
+        warmups, runs, floor = self.leaks
+        result = None
+        for _ in range(warmups):
+            result = func(*args, **kwargs)
+        deltas = []
+        for _ in range(runs):
+            result, m = _engine.measure(self.engine.meter, func, args, kwargs)
+            deltas.append(m.retained)
+        if all(d > floor for d in deltas):
+            from pytest_memcheck.diagnose import diagnose
+
+            size = _engine.format_size
+            message = (
+                f"memcheck: leak: retained {', '.join(size(d) for d in deltas)} in {runs} runs "
+                f"after {warmups} warm-up runs, every one above the floor {size(floor)}"
+            )
+            diagnosis = diagnose(func, args, kwargs)
+            message += "\n" + diagnosis.text(self.config.rootpath, {"retained"}, m.cycles)
+            item.stash[LEAK] = message
+        return result
+
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]):
         report = yield
+        if call.when == "call" and LEAK in item.stash and report.passed:
+            report.outcome = "failed"
+            report.longrepr = item.stash[LEAK]
+            self.leaking.append(item.nodeid)
+            return report
         if call.when != "call" or VERDICT not in item.stash:
             return report
-        verdict, first, second = item.stash[VERDICT]
+        verdict, first, second, diagnosis = item.stash[VERDICT]
         # Tests that fail on their own, skip or xfail are not gated and not recorded; an update
         # records new values instead of failing on them.
         own_pass = report.passed and not hasattr(report, "wasxfail")
@@ -383,6 +469,11 @@ class Manager:
                     f"\n  confirmed by a second measurement: peak {size(first.peak)} then "
                     f"{size(second.peak)}, retained {size(first.retained)} then "
                     f"{size(second.retained)}; the smaller values are judged"
+                )
+            if diagnosis is not None:
+                cycles = (second or first).cycles
+                message += "\n" + diagnosis.text(
+                    self.config.rootpath, set(verdict.over), min(first.cycles, cycles)
                 )
             report.longrepr = message
         path, line, _ = item.location
@@ -461,6 +552,16 @@ class Manager:
             return
         tr = terminalreporter
         tr.write_sep("=", "memcheck")
+        if self.leaks:
+            w, r, floor = self.leaks
+            tr.write_line(
+                f"leak hunt {w}:{r} (floor {_engine.format_size(floor)}): "
+                + (
+                    f"{len(self.leaking)} leaking: " + ", ".join(self.leaking)
+                    if self.leaking
+                    else "no leaks"
+                )
+            )
         table = self.engine.summary(self.stale, self.config.option.verbose > 0)
         if table:
             tr.write_line(table)

@@ -1,0 +1,293 @@
+"""Finding the cause of a failing test: allocation sites, growth by type, a back-reference chain.
+
+Only tests the gate has failed come here, so passing tests pay nothing: the failing test's body
+runs once more, in-process with the same fixtures, under tracemalloc (25 frames) with a profile
+hook that snapshots the heap each time it reaches a new high at a function return (the peak's
+sites), a snapshot after the collection (the retained sites), and gc.freeze() before it so that
+gc.get_objects() afterwards holds exactly the objects the run left behind (growth by type).
+"""
+
+from __future__ import annotations
+
+import gc
+import linecache
+import os
+import sys
+import tracemalloc
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType, ModuleType
+from typing import Any, Callable
+
+FRAMES = 25
+TOP = 5
+# Frames of these are folded away: the site is the innermost frame of the user's own code.
+FOLDED = (
+    os.sep + "_pytest" + os.sep,
+    os.sep + "pluggy" + os.sep,
+    os.sep + "pytest_memcheck" + os.sep,
+    "tracemalloc.py",
+    "<frozen ",
+)
+
+
+@dataclass
+class Site:
+    path: str
+    line: int
+    function: str
+    size: int
+    count: int
+    stack: list[tuple[str, int, str]] = field(default_factory=list)  # oldest first
+
+    def show(self, root: Path) -> str:
+        try:
+            where = str(Path(self.path).resolve().relative_to(root))
+        except ValueError:
+            where = self.path
+        return f"{where}:{self.line} in {self.function}: {_size(self.size)} in {self.count} blocks"
+
+
+@dataclass
+class Diagnosis:
+    peak_sites: list[Site]
+    retained_sites: list[Site]
+    growth: list[tuple[str, int]]
+    chain: str | None
+    error: str | None = None
+    # Folded stacks (`frame;frame size` lines) for flame graphs, all sites.
+    peak_folded: str = ""
+    retained_folded: str = ""
+
+    def dump(self, directory: Path, nodeid: str, root: Path) -> None:
+        """`--memcheck-dump`: folded stacks and flame graphs of the peak and the retained
+        allocations, and a JSON of the top sites."""
+        import json
+
+        from pytest_memcheck import _engine
+
+        directory.mkdir(parents=True, exist_ok=True)
+        stem = _engine.dump_stem(nodeid)
+        for kind, folded in (("peak", self.peak_folded), ("retained", self.retained_folded)):
+            if folded:
+                _engine.write_flamegraph(
+                    str(directory), f"{stem}.{kind}", folded, f"{nodeid}: {kind} allocations"
+                )
+
+        def sites(sites: list[Site]) -> list[dict[str, Any]]:
+            return [
+                {
+                    "site": s.show(root),
+                    "path": s.path,
+                    "line": s.line,
+                    "function": s.function,
+                    "bytes": s.size,
+                    "blocks": s.count,
+                    "stack": [f"{p}:{n} in {f}" for p, n, f in s.stack],
+                }
+                for s in sites
+            ]
+
+        report = {
+            "nodeid": nodeid,
+            "peak_sites": sites(self.peak_sites),
+            "retained_sites": sites(self.retained_sites),
+            "growth": dict(self.growth),
+            "held_by": self.chain,
+        }
+        (directory / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+
+    def text(self, root: Path, metrics: set[str], cycles: int) -> str:
+        lines = []
+        if self.error:
+            return f"  (no diagnosis: {self.error})"
+        if "peak" in metrics and self.peak_sites:
+            lines.append("  allocated at the peak, by site:")
+            lines += [f"    {s.show(root)}" for s in self.peak_sites]
+        if "retained" in metrics and self.retained_sites:
+            lines.append("  retained, by site:")
+            lines += [f"    {s.show(root)}" for s in self.retained_sites]
+        if "retained" in metrics and self.growth:
+            lines.append(
+                "  objects that grew: " + ", ".join(f"+{n} {name}" for name, n in self.growth)
+            )
+            if self.chain:
+                lines.append(f"  held by: {self.chain}")
+        if cycles:
+            lines.append(
+                f"  reference cycles: {cycles} objects were freed only by the cycle collector"
+            )
+        return "\n".join(lines)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _function_at(path: str, line: int) -> str:
+    """The name of the function enclosing path:line (the nearest `def` above, less indented)."""
+    text = linecache.getline(path, line)
+    indent = len(text) - len(text.lstrip())
+    for n in range(line, 0, -1):
+        src = linecache.getline(path, n)
+        stripped = src.lstrip()
+        if stripped.startswith(("def ", "async def ", "class ")) and (
+            len(src) - len(stripped) < indent or n == line
+        ):
+            return stripped.split("(")[0].split(":")[0].split()[-1]
+    return "<module>"
+
+
+def _own(frame: tracemalloc.Frame) -> bool:
+    return not any(f in frame.filename for f in FOLDED)
+
+
+def _sites(snapshot: tracemalloc.Snapshot) -> list[Site]:
+    """Group live blocks by their innermost frame in the user's code."""
+    by_site: dict[tuple[str, int], Site] = {}
+    for stat in snapshot.statistics("traceback"):
+        frames = list(stat.traceback)  # oldest first
+        own = [f for f in frames if _own(f)]
+        if not own:
+            continue
+        frame = own[-1]
+        key = (frame.filename, frame.lineno)
+        site = by_site.get(key)
+        if site is None:
+            site = by_site[key] = Site(
+                frame.filename,
+                frame.lineno,
+                _function_at(frame.filename, frame.lineno),
+                0,
+                0,
+                [(f.filename, f.lineno, _function_at(f.filename, f.lineno)) for f in own],
+            )
+        site.size += stat.size
+        site.count += stat.count
+    return sorted(by_site.values(), key=lambda s: -s.size)
+
+
+def _folded(snapshot: tracemalloc.Snapshot) -> str:
+    """Folded stacks of the user's frames, oldest first, weighted by bytes."""
+    weights: Counter[str] = Counter()
+    for stat in snapshot.statistics("traceback"):
+        own = [f for f in stat.traceback if _own(f)]
+        if own:
+            stack = ";".join(
+                f"{_function_at(f.filename, f.lineno)} ({f.filename}:{f.lineno})".replace(";", ":")
+                for f in own
+            )
+            weights[stack] += stat.size
+    return "".join(f"{stack} {size}\n" for stack, size in sorted(weights.items()))
+
+
+def _type_name(obj: Any) -> str:
+    t = type(obj)
+    module = getattr(t, "__module__", "builtins")
+    return t.__qualname__ if module == "builtins" else f"{module}.{t.__qualname__}"
+
+
+def _backref_chain(target: Any, ignore: set[int], depth: int = 10) -> str | None:
+    """objgraph's find_backref_chain, briefly: a path from a module global to `target`."""
+    seen = {id(target)} | ignore
+    queue: list[tuple[Any, list[str]]] = [(target, [_type_name(target)])]
+    for _ in range(depth):
+        nxt = []
+        for obj, path in queue:
+            for ref in gc.get_referrers(obj):
+                if id(ref) in seen or isinstance(ref, FrameType):
+                    continue
+                seen.add(id(ref))
+                if isinstance(ref, dict):
+                    for mod in (m for m in list(sys.modules.values()) if m is not None):
+                        if getattr(mod, "__dict__", None) is ref:
+                            name = next((k for k, v in ref.items() if v is obj), "?")
+                            return f"{mod.__name__}.{name}" + "".join(
+                                f" -> {t}" for t in reversed(path)
+                            )
+                if isinstance(ref, ModuleType):
+                    continue
+                nxt.append((ref, [*path, _type_name(ref)]))
+        queue = nxt[:200]
+        if not queue:
+            break
+    return None
+
+
+def diagnose(func: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> Diagnosis:
+    """Run func once more under tracemalloc and report where its memory came from."""
+    if tracemalloc.is_tracing():
+        return Diagnosis([], [], [], None, "tracemalloc is already tracing")
+    peak = {"bytes": 0, "snapshot": None}
+
+    def on_event(frame: FrameType, event: str, arg: Any) -> None:
+        if event in ("return", "c_return"):
+            current = tracemalloc.get_traced_memory()[0]
+            # A new high, by enough to matter: snapshots are costly.
+            if current > peak["bytes"] * 1.05 + 16384:
+                peak["bytes"] = current
+                peak["snapshot"] = tracemalloc.take_snapshot()
+
+    # Everything that exists now, the diagnosis's own helpers included, is frozen: what
+    # gc.get_objects() finds afterwards is what the run left behind.
+    gc.collect()
+    gc.freeze()
+    tracemalloc.start(FRAMES)
+    try:
+        sys.setprofile(on_event)
+        try:
+            func(*args, **kwargs)
+        finally:
+            sys.setprofile(None)
+        gc.collect()
+        retained = tracemalloc.take_snapshot()
+    except Exception as e:  # a test that cannot run again: say so, keep the verdict
+        return Diagnosis([], [], [], None, f"the test raised {type(e).__name__} when run again")
+    finally:
+        tracemalloc.stop()
+    # What the run left behind, less the snapshots themselves.
+    ours = _reachable([peak["snapshot"], retained])
+    survivors = [o for o in gc.get_objects() if id(o) not in ours]
+    counts = Counter(_type_name(o) for o in survivors)
+    growth = counts.most_common(TOP)
+    gc.unfreeze()  # get_referrers does not look into the frozen generation
+    chain = None
+    if growth:
+        target = next(o for o in survivors if _type_name(o) == growth[0][0])
+        chain = _backref_chain(target, {id(survivors)} | ours)
+    del survivors
+    filters = [tracemalloc.Filter(False, tracemalloc.__file__)]
+    at_peak = peak["snapshot"].filter_traces(filters) if peak["snapshot"] else None
+    retained = retained.filter_traces(filters)
+    return Diagnosis(
+        _sites(at_peak)[:TOP] if at_peak else [],
+        _sites(retained)[:TOP],
+        growth,
+        chain,
+        peak_folded=_folded(at_peak) if at_peak else "",
+        retained_folded=_folded(retained),
+    )
+
+
+def _reachable(roots: list[Any]) -> set[int]:
+    """Ids of the diagnosis's own snapshots and what they hold: tracemalloc objects, their
+    attribute dicts, lists and tuples (not types or modules, which reach everything)."""
+    seen: set[int] = {id(roots)}
+    stack = [r for r in roots if r is not None]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        owner = type(obj).__module__ == "tracemalloc"
+        for ref in gc.get_referents(obj):
+            if isinstance(ref, (tuple, list)) or type(ref).__module__ == "tracemalloc":
+                stack.append(ref)
+            elif owner and isinstance(ref, dict):
+                stack.append(ref)
+    return seen

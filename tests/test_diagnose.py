@@ -1,0 +1,168 @@
+"""Finding the cause: sites, growth by type, cycles, heap dumps, leak mode (SPEC §6)."""
+
+from __future__ import annotations
+
+import xml.dom.minidom
+
+import pytest
+
+HELPERS = """
+import os
+
+REGISTRY = []
+
+
+class Record:
+    def __init__(self, i):
+        self.i = i
+        self.blob = bytearray(1000)
+
+
+def register(i):
+    if os.environ.get("LEAK"):
+        REGISTRY.append(Record(i))  # line 14: the leak
+"""
+
+LEAKY_TEST = """
+from helpers import register
+
+
+def test_registers():
+    for i in range(300):
+        register(i)
+"""
+
+
+@pytest.fixture
+def leaky(project, monkeypatch):
+    project.pytester.makepyfile(helpers=HELPERS, test_leaky=LEAKY_TEST)
+    monkeypatch.setenv("PYTHONPATH", str(project.path))
+    assert project.run("--memcheck-update").ret == 0
+    monkeypatch.setenv("LEAK", "1")
+    return project
+
+
+def test_failure_names_the_leaking_helper_and_type(leaky):
+    result = leaky.run("--memcheck")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*retained * is over its limit*",
+            "*retained, by site:",
+            "*helpers.py:14 in register: * in * blocks",
+            "*objects that grew: +300 helpers.Record*",
+            "*held by: helpers.REGISTRY -> list -> helpers.Record",
+        ]
+    )
+
+
+def test_heap_dump_has_a_flame_graph_of_the_leak(leaky):
+    result = leaky.run("--memcheck", "--memcheck-dump=dumps")
+    result.assert_outcomes(failed=1)
+    dumps = leaky.path / "dumps"
+    svgs = sorted(dumps.glob("*.retained.svg"))
+    assert len(svgs) == 1
+    svg = svgs[0].read_text()
+    xml.dom.minidom.parseString(svg)  # well-formed
+    assert "register" in svg and "helpers.py:14" in svg
+    folded = svgs[0].with_suffix(".folded").read_text()
+    assert any(
+        line.endswith(tuple("0123456789")) and "register" in line for line in folded.splitlines()
+    )
+    report = next(dumps.glob("*.json")).read_text()
+    assert '"function": "register"' in report and "helpers.REGISTRY" in report
+
+
+def test_reference_cycles_are_counted_and_gated_on_request(project, monkeypatch):
+    project.pytester.makepyfile(
+        test_cycles="""
+        import os
+
+        class Node:
+            pass
+
+        def test_makes_cycles():
+            for _ in range(int(os.environ.get("CYCLES", "0"))):
+                a, b = Node(), Node()
+                a.other, b.other = b, a
+        """
+    )
+    assert project.run("--memcheck-update").ret == 0
+    monkeypatch.setenv("CYCLES", "500")
+    assert project.run("--memcheck").ret == 0  # small: within the floor, cycles not gated
+    result = project.run("--memcheck", "--memcheck-gate-cycles")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*cycles 1* objects is over its limit 0 objects*",
+            "*reference cycles: 1* objects were freed only by the cycle collector",
+        ]
+    )
+    project.pytester.makefile(".toml", pyproject="[tool.memcheck]\ngate-cycles = true\n")
+    assert project.run("--memcheck").ret == 1
+
+
+def test_passing_tests_get_no_diagnosis(project):
+    project.pytester.makepyfile(test_fine="def test_fine():\n    bytearray(100)\n")
+    result = project.run("--memcheck", "--memcheck-dump=dumps")
+    assert result.ret == 0
+    assert not (project.path / "dumps").exists()
+
+
+LEAK_ONE_KIB = """
+KEPT = []
+
+def test_leaks_a_kib_per_call():
+    KEPT.append(bytearray(1024))
+"""
+
+
+def test_leak_mode_finds_a_small_leak(project):
+    project.pytester.makepyfile(test_leak=LEAK_ONE_KIB)
+    result = project.run("--memcheck-leaks=2:3")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*memcheck: leak: retained 1.* KiB, 1.* KiB, 1.* KiB in 3 runs after 2 warm-up runs*",
+            "*test_leak.py:4 in test_leaks_a_kib_per_call*",
+            "*leak hunt 2:3 (floor 256 B): 1 leaking: test_leak.py::test_leaks_a_kib_per_call",
+        ]
+    )
+
+
+def test_leak_mode_has_no_false_alarm_on_clean_tests(project):
+    clean = "\n".join(
+        f"def test_clean_{i}():\n"
+        f"    data = [str(j) * {i % 7 + 1} for j in range({100 + i * 10})]\n"
+        f"    table = {{k: k * 2 for k in data}}\n"
+        f"    assert len(table) <= len(data)\n"
+        for i in range(50)
+    )
+    project.pytester.makepyfile(test_clean=clean)
+    result = project.run("--memcheck-leaks=2:3")
+    assert result.ret == 0, result.stdout.str()
+    result.assert_outcomes(passed=50)
+    result.stdout.fnmatch_lines(["*leak hunt 2:3 (floor 256 B): no leaks*"])
+
+
+def test_leak_mode_skips_tests_that_cannot_run_twice(project):
+    project.pytester.makepyfile(
+        test_once="""
+        import pytest
+        RUNS = []
+
+        @pytest.mark.memcheck(confirm=False)
+        def test_once():
+            assert not RUNS
+            RUNS.append(bytearray(4096))
+        """
+    )
+    result = project.run("--memcheck-leaks=2:3")
+    result.assert_outcomes(passed=1)
+
+
+def test_bad_leak_option(project):
+    project.pytester.makepyfile(test_x="def test_x(): pass\n")
+    result = project.run("--memcheck-leaks=three")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--memcheck-leaks*expected W:R or W:R:FLOOR*"])
