@@ -44,6 +44,7 @@ struct FileSettings {
     strict: Option<bool>,
     confirm: Option<bool>,
     gate_cycles: Option<bool>,
+    allow_outside_root: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -73,6 +74,9 @@ pub struct Settings {
     /// Re-measure an over-budget test once before failing it.
     pub confirm: bool,
     pub gate_cycles: bool,
+    /// Allow a baseline directory that resolves outside the project root (through `..`, an
+    /// absolute path or a symlink). Only from the config file: a deliberate, reviewed choice.
+    pub allow_outside_root: bool,
     /// The file the settings came from, if any.
     pub source: Option<PathBuf>,
 }
@@ -86,6 +90,7 @@ impl Default for Settings {
             strict: false,
             confirm: true,
             gate_cycles: false,
+            allow_outside_root: false,
             source: None,
         }
     }
@@ -203,7 +208,64 @@ fn apply_file(
     s.strict = file.strict.unwrap_or(s.strict);
     s.confirm = file.confirm.unwrap_or(s.confirm);
     s.gate_cycles = file.gate_cycles.unwrap_or(s.gate_cycles);
+    s.allow_outside_root = file.allow_outside_root.unwrap_or(s.allow_outside_root);
     Ok(())
+}
+
+/// The baseline directory `root/template`, refused when it resolves outside `root` (a `..`, an
+/// absolute path, or a symlink pointing elsewhere) unless the config allows it: baselines are
+/// written there, and a checkout must not be able to aim those writes at the rest of the disk.
+pub fn baseline_dir(root: &Path, expanded: &str, settings: &Settings) -> Result<PathBuf> {
+    let dir = root.join(expanded);
+    if settings.allow_outside_root {
+        return Ok(dir);
+    }
+    let real_root = root
+        .canonicalize()
+        .map_err(|e| Error::io(root, "resolve", e))?;
+    // `..` first, lexically; then symlinks, through the longest prefix that exists.
+    let mut lexical = real_root.clone();
+    for part in Path::new(expanded).components() {
+        match part {
+            std::path::Component::Normal(p) => lexical.push(p),
+            std::path::Component::ParentDir => {
+                lexical.pop();
+            }
+            std::path::Component::RootDir | std::path::Component::Prefix(_) => {
+                lexical = PathBuf::from(part.as_os_str())
+            }
+            std::path::Component::CurDir => {}
+        }
+    }
+    let mut existing = lexical.clone();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (
+            existing.file_name().map(|n| n.to_owned()),
+            existing.parent(),
+        ) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                existing = parent.to_path_buf();
+            }
+            _ => break,
+        }
+    }
+    let mut resolved = existing
+        .canonicalize()
+        .map_err(|e| Error::io(&existing, "resolve", e))?;
+    resolved.extend(rest.iter().rev());
+    if !resolved.starts_with(&real_root) {
+        return Err(Error::usage(
+            "baseline-dir",
+            format!(
+                "'{expanded}' resolves to {}, outside the project root {}; set allow-outside-root = true in [tool.memcheck] if that is intended",
+                resolved.display(),
+                real_root.display()
+            ),
+        ));
+    }
+    Ok(dir)
 }
 
 /// Fill the placeholders of a baseline directory template.
@@ -307,6 +369,31 @@ mod tests {
             e,
             "--memcheck-meter: unknown meter 'valgrind' (choose from: python, tracemalloc, rss)"
         );
+    }
+
+    #[test]
+    fn baseline_dir_must_stay_inside_the_root() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let s = Settings::default();
+        assert!(baseline_dir(root.path(), "baselines", &s).is_ok());
+        assert!(baseline_dir(root.path(), "a/b/../c", &s).is_ok());
+        for bad in ["../elsewhere", "a/../../x"] {
+            let e = baseline_dir(root.path(), bad, &s).unwrap_err().to_string();
+            assert!(e.contains("outside the project root"), "{e}");
+        }
+        let abs = outside.path().display().to_string();
+        assert!(baseline_dir(root.path(), &abs, &s).is_err());
+        std::os::unix::fs::symlink(outside.path(), root.path().join("linked")).unwrap();
+        let e = baseline_dir(root.path(), "linked", &s)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("allow-outside-root"), "{e}");
+        let allowed = Settings {
+            allow_outside_root: true,
+            ..Settings::default()
+        };
+        assert!(baseline_dir(root.path(), "linked", &allowed).is_ok());
     }
 
     #[test]

@@ -268,7 +268,7 @@ impl Session {
             platform,
             meter: settings.meter.name().to_string(),
         };
-        let dir = root.join(dir);
+        let dir = config::baseline_dir(&root, &dir, &settings)?;
         let mut inner = crate::session::Session::new(settings, env, dir);
         if let Some(rev) = git_ref {
             inner.use_git_ref(&root, &rev)?;

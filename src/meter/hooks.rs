@@ -15,7 +15,7 @@
 
 use std::cell::UnsafeCell;
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::OnceLock;
 
 use pyo3::ffi::{
@@ -178,39 +178,67 @@ fn current(domain: PyMemAllocatorDomain) -> PyMemAllocatorEx {
     a
 }
 
+/// Per domain: the allocator someone installed over ours during a window (tracemalloc.start()
+/// left running), which still forwards to our hooks. Zero when our hooks are on top or out.
+static FOREIGN_ON_TOP: [AtomicUsize; 3] = [
+    AtomicUsize::new(0),
+    AtomicUsize::new(0),
+    AtomicUsize::new(0),
+];
+
+fn malloc_address(a: &PyMemAllocatorEx) -> usize {
+    a.malloc.map_or(0, |f| f as *const () as usize)
+}
+
 /// Start counting. Must be called with the GIL held.
 pub(crate) fn install() {
     ledger().reset();
+    let mut install = [true; 3];
     for (i, domain) in DOMAINS {
         let now = current(domain);
-        // Re-installing over ourselves (a test left our hooks in someone's chain) must not make
-        // our hooks their own original.
-        if !is_ours(&now, i) {
-            // SAFETY: GIL held and our hooks are not installed, so no hook reads ORIGINALS for
-            // this domain through the allocator now (stale readers see the same value).
-            unsafe { (*ORIGINALS.0.get())[i] = now };
+        if is_ours(&now, i) {
+            continue;
         }
+        if malloc_address(&now) == FOREIGN_ON_TOP[i].load(Relaxed) {
+            // Our hooks are still in the chain below that allocator: counting through it is
+            // right, and taking it as our "original" would make the chain a loop.
+            install[i] = false;
+            continue;
+        }
+        FOREIGN_ON_TOP[i].store(0, Relaxed);
+        // SAFETY: GIL held and our hooks are not installed, so no hook reads ORIGINALS for
+        // this domain through the allocator now (stale readers see the same value).
+        unsafe { (*ORIGINALS.0.get())[i] = now };
     }
     ACTIVE.store(true, Relaxed);
     for (i, domain) in DOMAINS {
-        let mut hook = ours(i);
-        // SAFETY: GIL held.
-        unsafe { PyMem_SetAllocator(domain, &mut hook) };
+        if install[i] {
+            let mut hook = ours(i);
+            // SAFETY: GIL held.
+            unsafe { PyMem_SetAllocator(domain, &mut hook) };
+        }
     }
 }
 
 /// Stop counting and remove the hooks. Returns false when something else replaced our hooks
-/// during the window (its allocator is left in place).
+/// during the window: its allocator is left in place (it forwards to ours, which forward on).
 pub(crate) fn uninstall() -> bool {
     ACTIVE.store(false, Relaxed);
     let mut intact = true;
     for (i, domain) in DOMAINS {
-        if is_ours(&current(domain), i) {
+        let now = current(domain);
+        if is_ours(&now, i) {
             let mut original = *original(i);
             // SAFETY: GIL held.
             unsafe { PyMem_SetAllocator(domain, &mut original) };
+            FOREIGN_ON_TOP[i].store(0, Relaxed);
         } else {
-            intact = false;
+            // Someone installed an allocator during the window (or had one on top of ours
+            // from an earlier window): the numbers are not to be trusted this time.
+            if FOREIGN_ON_TOP[i].load(Relaxed) != malloc_address(&now) {
+                intact = false;
+            }
+            FOREIGN_ON_TOP[i].store(malloc_address(&now), Relaxed);
         }
     }
     intact
