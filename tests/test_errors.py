@@ -90,3 +90,14 @@ def test_bad_update_mode(project):
     result = project.run("--memcheck-update=some")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--memcheck-update*expected no value or one of changed, all*"])
+
+
+def test_update_followed_by_a_test_path(project):
+    project.pytester.makepyfile(test_simple=SIMPLE)
+    project.pytester.mkdir("other")
+    (project.path / "other" / "test_other.py").write_text("def test_b():\n    pass\n")
+    result = project.run("--memcheck-update", "other")
+    assert result.ret == 0, result.stdout.str()
+    result.assert_outcomes(passed=1)  # only the path given
+    assert (project.path / "baselines" / "other" / "test_other.toml").exists()
+    assert not (project.path / "baselines" / "test_simple.toml").exists()

@@ -41,15 +41,25 @@ LEAK_FLOOR = "256 B"
 MANAGER = pytest.StashKey["Manager"]()
 
 
-def _update_mode(value: str) -> str:
-    import argparse
-
-    if value not in UPDATE_MODES:
-        raise argparse.ArgumentTypeError(
-            f"expected no value or one of {', '.join(UPDATE_MODES)}, got {value!r} "
-            "(write --memcheck-update=all; put test paths before the option)"
+def _take_update_value(config: pytest.Config) -> None:
+    """`--memcheck-update tests/` must mean what the user meant: argparse hands the optional
+    value `tests/` to the option, so a value that is not a mode but names a test path goes back
+    to the test paths."""
+    value = config.option.memcheck_update
+    if value is None or value in UPDATE_MODES:
+        return
+    path = Path(config.invocation_params.dir, value.split("::", 1)[0])
+    if not path.exists():
+        raise pytest.UsageError(
+            f"--memcheck-update: expected no value or one of {', '.join(UPDATE_MODES)}, "
+            f"got {value!r} (and no such test path)"
         )
-    return value
+    config.option.memcheck_update = "changed"
+    if config.args_source == pytest.Config.ArgsSource.ARGS:
+        config.args.append(value)
+    else:
+        config.args[:] = [value]
+        config.args_source = pytest.Config.ArgsSource.ARGS
 
 
 def _leak_runs(value: str) -> tuple[int, int, int]:
@@ -95,7 +105,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         nargs="?",
         const="changed",
         default=None,
-        type=_update_mode,
         metavar="all",
         help="measure and write baselines: new entries and entries outside their tolerance "
         "(=all: every entry). Refused in CI unless --memcheck-allow-ci-update.",
@@ -194,6 +203,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "limit_leaks(limit): fail the test if it retains more than limit (e.g. '1 MB')"
     )
     opt = config.option
+    _take_update_value(config)
     if not (opt.memcheck or opt.memcheck_update or opt.memcheck_leaks):
         return
     if opt.memcheck_update and opt.memcheck_leaks:
