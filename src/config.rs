@@ -77,6 +77,9 @@ pub struct Settings {
     /// Allow a baseline directory that resolves outside the project root (through `..`, an
     /// absolute path or a symlink). Only from the config file: a deliberate, reviewed choice.
     pub allow_outside_root: bool,
+    /// The baseline directory was given on the command line for this run: an explicit choice,
+    /// not something a checkout can plant, so it may point anywhere.
+    pub baseline_dir_from_option: bool,
     /// The file the settings came from, if any.
     pub source: Option<PathBuf>,
 }
@@ -91,6 +94,7 @@ impl Default for Settings {
             confirm: true,
             gate_cycles: false,
             allow_outside_root: false,
+            baseline_dir_from_option: false,
             source: None,
         }
     }
@@ -140,6 +144,7 @@ pub fn load(root: &Path, overrides: &BTreeMap<String, String>) -> Result<Setting
             .map(|(_, opt)| *opt)
             .ok_or_else(|| Error::usage(name.clone(), "unknown setting"))?;
         apply(&mut s, name, value, origin)?;
+        s.baseline_dir_from_option |= name == "baseline-dir";
     }
     Ok(s)
 }
@@ -217,7 +222,7 @@ fn apply_file(
 /// written there, and a checkout must not be able to aim those writes at the rest of the disk.
 pub fn baseline_dir(root: &Path, expanded: &str, settings: &Settings) -> Result<PathBuf> {
     let dir = root.join(expanded);
-    if settings.allow_outside_root {
+    if settings.allow_outside_root || settings.baseline_dir_from_option {
         return Ok(dir);
     }
     let real_root = root
