@@ -313,19 +313,23 @@ pub fn module_file(dir: &Path, module: &str) -> Result<PathBuf> {
     Ok(out)
 }
 
+/// The environment the unit tests of every module record in.
+#[cfg(test)]
+pub(crate) fn test_env() -> Environment {
+    Environment {
+        python: "3.11".into(),
+        implementation: "cpython".into(),
+        platform: "linux-x86_64".into(),
+        meter: "python".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn env() -> Environment {
-        Environment {
-            python: "3.11".into(),
-            implementation: "cpython".into(),
-            platform: "linux-x86_64".into(),
-            meter: "python".into(),
-        }
-    }
+    use super::test_env as env;
 
     fn sample() -> BaselineFile {
         let mut f = BaselineFile::new(env());

@@ -104,14 +104,7 @@ mod tests {
     use super::*;
     use crate::baseline::Entry;
 
-    fn env() -> Environment {
-        Environment {
-            python: "3.11".into(),
-            implementation: "cpython".into(),
-            platform: "linux-x86_64".into(),
-            meter: "python".into(),
-        }
-    }
+    use crate::baseline::test_env as env;
 
     fn gating() -> Gating {
         Gating {

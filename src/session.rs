@@ -441,14 +441,7 @@ impl Session {
 mod tests {
     use super::*;
 
-    fn env() -> Environment {
-        Environment {
-            python: "3.11".into(),
-            implementation: "cpython".into(),
-            platform: "linux-x86_64".into(),
-            meter: "python".into(),
-        }
-    }
+    use crate::baseline::test_env as env;
 
     fn entry(peak: u64) -> Entry {
         Entry {
