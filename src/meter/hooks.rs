@@ -38,6 +38,35 @@ pub(crate) fn active() -> bool {
     ACTIVE.load(Relaxed)
 }
 
+/// Threads that were already running when the window opened (pytest-xdist's execnet I/O thread,
+/// a server started by a fixture): their allocations are not the test's. Up to this many are
+/// told apart; frees are always honoured, whoever makes them.
+const MAX_EXCLUDED: usize = 16;
+static EXCLUDED: [AtomicUsize; MAX_EXCLUDED] = [const { AtomicUsize::new(0) }; MAX_EXCLUDED];
+static EXCLUDED_COUNT: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether an allocation by the calling thread counts. One load when no other thread ran
+/// before the window, the common case; `pthread_self` reads a register, no TLS lookup.
+#[inline(always)]
+pub(crate) fn counts_here() -> bool {
+    let n = EXCLUDED_COUNT.load(Relaxed);
+    if n == 0 {
+        return true;
+    }
+    // SAFETY: pthread_self has no preconditions.
+    let me = unsafe { libc::pthread_self() } as usize;
+    !EXCLUDED[..n].iter().any(|t| t.load(Relaxed) == me)
+}
+
+/// Set the threads (pthread ids, as `threading.get_ident()` gives them) to leave out.
+pub(crate) fn exclude_threads(idents: &[usize]) {
+    let n = idents.len().min(MAX_EXCLUDED);
+    for (slot, ident) in EXCLUDED.iter().zip(idents) {
+        slot.store(*ident, Relaxed);
+    }
+    EXCLUDED_COUNT.store(n, Relaxed);
+}
+
 struct Originals(UnsafeCell<[PyMemAllocatorEx; 3]>);
 // SAFETY: written only in `install` (GIL held, our hooks not installed); read by the hooks.
 unsafe impl Sync for Originals {}
@@ -67,7 +96,7 @@ macro_rules! hooks {
             let o = original($domain);
             // SAFETY: forwarding to the allocator that was installed before us.
             let p = (o.malloc.expect("allocator"))(o.ctx, size);
-            if active() && !p.is_null() {
+            if active() && !p.is_null() && counts_here() {
                 ledger().$record(p as usize, size as u64);
             }
             p
@@ -76,7 +105,7 @@ macro_rules! hooks {
         extern "C" fn $calloc(_ctx: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
             let o = original($domain);
             let p = (o.calloc.expect("allocator"))(o.ctx, nelem, elsize);
-            if active() && !p.is_null() {
+            if active() && !p.is_null() && counts_here() {
                 ledger().$record(p as usize, nelem.saturating_mul(elsize) as u64);
             }
             p
@@ -98,7 +127,7 @@ macro_rules! hooks {
                 if let Some(old) = old {
                     ledger().restore(ptr as usize, old);
                 }
-            } else {
+            } else if counts_here() {
                 ledger().$record(p as usize, size as u64);
             }
             p

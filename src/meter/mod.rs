@@ -109,6 +109,35 @@ fn collected_so_far(py: Python<'_>) -> PyResult<u64> {
     Ok(total)
 }
 
+/// Idents of the Python threads other than this one, already running before the window.
+fn running_threads(py: Python<'_>) -> PyResult<Vec<usize>> {
+    static ACTIVE_COUNT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    static ENUMERATE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    static GET_IDENT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    if cached(py, &ACTIVE_COUNT, "threading", "active_count")?
+        .call0()?
+        .extract::<usize>()?
+        <= 1
+    {
+        return Ok(Vec::new());
+    }
+    let me: usize = cached(py, &GET_IDENT, "threading", "get_ident")?
+        .call0()?
+        .extract()?;
+    let mut idents = Vec::new();
+    for thread in cached(py, &ENUMERATE, "threading", "enumerate")?
+        .call0()?
+        .try_iter()?
+    {
+        if let Ok(ident) = thread?.getattr("ident")?.extract::<usize>() {
+            if ident != me {
+                idents.push(ident);
+            }
+        }
+    }
+    Ok(idents)
+}
+
 /// A test function's arguments, laid out for `PyObject_Vectorcall` ahead of the window.
 struct Call<'py> {
     /// Slot 0 is free for PY_VECTORCALL_ARGUMENTS_OFFSET (bound methods use it, no allocation).
@@ -213,6 +242,7 @@ pub fn measure<'py>(
     freeze.call0()?;
     let cycles_before = collected_so_far(py)?;
     let threads = os_threads();
+    hooks::exclude_threads(&running_threads(py)?);
 
     let (result, mut m) = match kind {
         MeterKind::Python => window_python(&mut call, func, threads),

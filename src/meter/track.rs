@@ -17,7 +17,7 @@ extern "C" {
 }
 
 extern "C" fn track(domain: c_uint, ptr: usize, size: usize) -> c_int {
-    if active() {
+    if active() && super::hooks::counts_here() {
         ledger().track(domain, ptr, size as u64);
     }
     // SAFETY: CPython's own function, reached through our (unpatched) import.
