@@ -178,7 +178,9 @@ def test_hostile_node_ids_stay_inside_the_baseline_directory(project):
 
 
 @pytest.mark.skipif(hypothesis is None, reason="hypothesis is not installed")
-@settings(max_examples=300, deadline=None)
+# Derandomized, no example database: the same examples locally and on CI (where Hypothesis
+# switches to its "ci" profile), so our own gate sees the same numbers.
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
 @given(st.text(max_size=40))
 def test_size_and_percent_parsers_never_crash(text):
     for parse in (parse_size, parse_percent):
