@@ -16,6 +16,14 @@ try:
     from hypothesis import strategies as st
 except ImportError:  # pragma: no cover
     hypothesis = None
+else:
+    # Hypothesis builds its Unicode tables on first use (and caches them on disk): a one-time
+    # cost of ~200 MiB on a fresh machine, which belongs here, not in the measured test below.
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        st.text(max_size=40).example()
 
 from pytest_memcheck import UsageError, parse_percent, parse_size
 
