@@ -13,7 +13,7 @@ use crate::baseline::toml_error;
 use crate::error::{Error, Result};
 use crate::gate::{Tolerance, DEFAULT_TOLERANCE};
 use crate::meter::MeterKind;
-use crate::sizes::{parse_percent, parse_size, Percent};
+use crate::sizes::{parse_percent, parse_size};
 
 /// A size or percentage may be written as a string (`"64 KiB"`) or a bare number.
 #[derive(Deserialize, Clone, Debug)]
@@ -297,14 +297,14 @@ pub fn expand_dir(
     Ok(out)
 }
 
-/// Keep `Percent` in the public surface for callers building settings by hand.
-pub fn percent(p: u64) -> Percent {
-    Percent::from_percent(p)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sizes::Percent;
+
+    fn percent(p: u64) -> Percent {
+        Percent::from_percent(p)
+    }
 
     fn root_with(name: &str, text: &str) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();

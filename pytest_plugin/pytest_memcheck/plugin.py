@@ -38,7 +38,7 @@ HYPOTHESIS_RULES = {"gate_retained": False, "tolerance": "50%"}
 VERDICT = pytest.StashKey[Any]()
 LEAK = pytest.StashKey[str]()
 LEAK_FLOOR = "256 B"
-MANAGER = pytest.StashKey["Manager"]()
+RULES = pytest.StashKey[Any]()
 
 
 def _take_update_value(config: pytest.Config) -> None:
@@ -241,7 +241,6 @@ def pytest_configure(config: pytest.Config) -> None:
     if engine.meter != "rss" and sys.implementation.name != "cpython":
         raise pytest.UsageError("pytest-memcheck's python meter needs CPython")
     manager = Manager(config, engine)
-    config.stash[MANAGER] = manager
     config.pluginmanager.register(manager, "memcheck-manager")
 
 
@@ -250,15 +249,19 @@ def _in_ci() -> bool:
     return value is not None and value.strip().lower() not in ("", "0", "false")
 
 
+def _where(item: pytest.Item) -> str:
+    """`path:line` of a test, for errors about its markers."""
+    return f"{item.path}:{(item.location[1] or 0) + 1}"
+
+
 def _marker_rules(item: pytest.Item) -> dict[str, Any] | None:
     """The per-test settings of the item's markers, or None to leave it unmeasured."""
     rules: dict[str, Any] = {"origin": f"memcheck marker of {item.nodeid}"}
     for mark in reversed(list(item.iter_markers("memcheck"))):  # closest marker wins
         unknown = set(mark.kwargs) - set(MARKER_KEYS)
         if unknown or mark.args:
-            where = f"{item.path}:{(item.location[1] or 0) + 1}"
             raise pytest.UsageError(
-                f"{where}: memcheck marker of {item.nodeid}: takes keyword arguments "
+                f"{_where(item)}: memcheck marker of {item.nodeid}: takes keyword arguments "
                 f"{', '.join(MARKER_KEYS)}; got "
                 + ", ".join([repr(a) for a in mark.args] + sorted(unknown))
             )
@@ -268,8 +271,9 @@ def _marker_rules(item: pytest.Item) -> dict[str, Any] | None:
         if mark is not None:
             limit = mark.args[0] if mark.args else mark.kwargs.get("limit")
             if limit is None:
-                where = f"{item.path}:{(item.location[1] or 0) + 1}"
-                raise pytest.UsageError(f"{where}: {name} marker of {item.nodeid} needs a limit")
+                raise pytest.UsageError(
+                    f"{_where(item)}: {name} marker of {item.nodeid} needs a limit"
+                )
             rules.setdefault(metric, limit)
             rules.setdefault(f"{metric}_origin", name)
     if getattr(getattr(item, "obj", None), "is_hypothesis_test", False):
@@ -342,13 +346,12 @@ class Manager:
         modules = set()
         for item in items:
             if isinstance(item, pytest.Function):
-                rules = _marker_rules(item)
+                rules = item.stash[RULES] = _marker_rules(item)
                 if rules is not None:
                     try:
                         self.engine.check_markers(rules)
                     except _engine.MemcheckError as e:
-                        where = f"{item.path}:{(item.location[1] or 0) + 1}"
-                        raise pytest.UsageError(f"{where}: {e}") from None
+                        raise pytest.UsageError(f"{_where(item)}: {e}") from None
             modules.add(item.nodeid.split("::", 1)[0])
         try:
             self.engine.preload(sorted(modules))
@@ -362,7 +365,8 @@ class Manager:
     # -- measuring -----------------------------------------------------------------------
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item: pytest.Item):
-        rules = _marker_rules(item) if isinstance(item, pytest.Function) else None
+        # Read at collection (on this process: xdist workers collect too).
+        rules = item.stash.get(RULES, None) if isinstance(item, pytest.Function) else None
         if rules is None:
             return (yield)
         original = item.obj
