@@ -485,9 +485,9 @@ class Manager:
                     f"{size(second.retained)}; the smaller values are judged"
                 )
             if diagnosis is not None:
-                cycles = (second or first).cycles
+                judged = first if second is None else first.least(second)
                 message += "\n" + diagnosis.text(
-                    self.config.rootpath, set(verdict.over), min(first.cycles, cycles)
+                    self.config.rootpath, set(verdict.over), judged.cycles
                 )
             report.longrepr = message
         path, line, _ = item.location
