@@ -276,6 +276,40 @@ fn toml_key(key: &str) -> String {
     }
 }
 
+/// The baseline files under `dir` in the work tree: (name relative to `dir` with `/`, path),
+/// sorted; temporary files (names starting with `.`) are left out.
+pub fn files_in(dir: &Path) -> Vec<(String, PathBuf)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|x| x == "toml")
+                && !e.file_name().to_string_lossy().starts_with('.')
+            {
+                let name = path
+                    .strip_prefix(dir)
+                    .unwrap_or(&path)
+                    .to_string_lossy()
+                    .replace('\\', "/");
+                out.push((name, path));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `tests/test_io.toml` (a name under the baseline directory) → `tests/test_io.py`.
+pub fn module_of(name: &str) -> String {
+    format!("{}.py", name.trim_end_matches(".toml"))
+}
+
 /// Split a pytest node id into its module path and the key after the first `::`.
 pub fn split_nodeid(nodeid: &str) -> (&str, &str) {
     nodeid.split_once("::").unwrap_or((nodeid, ""))

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use comfy_table::presets::{ASCII_MARKDOWN, UTF8_FULL_CONDENSED};
 use comfy_table::Table;
 
-use crate::baseline::{split_nodeid, BaselineFile, Entry, Environment};
+use crate::baseline::{files_in, module_of, split_nodeid, BaselineFile, Entry, Environment};
 use crate::config;
 use crate::error::{Error, Result};
 use crate::git::Repo;
@@ -279,37 +279,14 @@ fn read_all(root: &Path, dir: &Path, rev: Option<&str>) -> Result<BTreeMap<Strin
             }
         }
         None => {
-            let base = root.join(dir);
-            let mut stack = vec![base.clone()];
-            while let Some(d) = stack.pop() {
-                let Ok(entries) = std::fs::read_dir(&d) else {
-                    continue;
-                };
-                for e in entries.flatten() {
-                    let p = e.path();
-                    if p.is_dir() {
-                        stack.push(p);
-                    } else if p.extension().is_some_and(|x| x == "toml")
-                        && !e.file_name().to_string_lossy().starts_with('.')
-                    {
-                        let name = p
-                            .strip_prefix(&base)
-                            .unwrap_or(&p)
-                            .to_string_lossy()
-                            .replace('\\', "/");
-                        if let Some(file) = BaselineFile::read(&p)? {
-                            out.insert(module_of(&name), file);
-                        }
-                    }
+            for (name, path) in files_in(&root.join(dir)) {
+                if let Some(file) = BaselineFile::read(&path)? {
+                    out.insert(module_of(&name), file);
                 }
             }
         }
     }
     Ok(out)
-}
-
-fn module_of(toml_name: &str) -> String {
-    format!("{}.py", toml_name.trim_end_matches(".toml"))
 }
 
 fn show(files: &BTreeMap<String, BaselineFile>) -> String {

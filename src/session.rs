@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::baseline::{module_file, split_nodeid, BaselineFile, Entry, Environment};
+use crate::baseline::{
+    files_in, module_file, module_of, split_nodeid, BaselineFile, Entry, Environment,
+};
 use crate::config::Settings;
 use crate::error::{Error, Result};
 use crate::gate::{fails, judge, Check, Outcome, Rules, Tolerance};
@@ -275,45 +277,24 @@ impl Session {
 
     /// Every baseline file under the directory, as (module path with `.py`, file path).
     fn baseline_files(&self) -> Vec<(String, PathBuf)> {
-        if let Some(git) = &self.source {
-            return git
+        let files = match &self.source {
+            Some(git) => git
                 .repo
                 .files_at(&git.rev, &git.dir)
                 .unwrap_or_default()
                 .into_iter()
                 .filter(|(name, _)| !name.rsplit('/').next().unwrap_or("").starts_with('.'))
                 .map(|(name, _)| {
-                    let module = format!("{}.py", name.trim_end_matches(".toml"));
                     let path = self.dir.join(&name);
-                    (module, path)
+                    (name, path)
                 })
-                .collect();
-        }
-        fn walk(dir: &Path, rel: &str, out: &mut Vec<(String, PathBuf)>) {
-            let Ok(entries) = fs::read_dir(dir) else {
-                return;
-            };
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let path = e.path();
-                let rel_name = if rel.is_empty() {
-                    name.clone()
-                } else {
-                    format!("{rel}/{name}")
-                };
-                if path.is_dir() {
-                    walk(&path, &rel_name, out);
-                } else if let Some(stem) = rel_name.strip_suffix(".toml") {
-                    if !name.starts_with('.') {
-                        out.push((format!("{stem}.py"), path));
-                    }
-                }
-            }
-        }
-        let mut out = Vec::new();
-        walk(&self.dir, "", &mut out);
-        out.sort();
-        out
+                .collect(),
+            None => files_in(&self.dir),
+        };
+        files
+            .into_iter()
+            .map(|(name, path)| (module_of(&name), path))
+            .collect()
     }
 
     /// Baseline entries whose test was not collected by a complete run, sorted.
