@@ -8,6 +8,11 @@ from pathlib import Path
 import pytest
 import pytest_memcheck
 
+try:  # imported here, not inside a measured test
+    import jsonschema
+except ImportError:
+    jsonschema = None
+
 SCHEMA = Path(pytest_memcheck.__file__).with_name("results.schema.json")
 
 GROWING = """
@@ -21,8 +26,8 @@ def test_small():
 """
 
 
+@pytest.mark.skipif(jsonschema is None, reason="jsonschema is not installed")
 def test_results_json_follows_the_schema(project, monkeypatch):
-    jsonschema = pytest.importorskip("jsonschema")
     schema = json.loads(SCHEMA.read_text())
     project.pytester.makepyfile(test_grow=GROWING)
     assert project.run("--memcheck-update", "--memcheck-json=out/first.json").ret == 0

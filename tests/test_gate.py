@@ -8,10 +8,24 @@ import sys
 
 import pytest
 
-try:  # imported here, not inside a measured test: first imports are costly
+# Imported here, not inside a measured test: first imports are costly, and our own suite is
+# gated too.
+try:
     import hypothesis
 except ImportError:
     hypothesis = None
+try:
+    import pytest_randomly
+except ImportError:
+    pytest_randomly = None
+try:
+    import xdist
+except ImportError:
+    xdist = None
+
+needs_randomly = pytest.mark.skipif(
+    pytest_randomly is None, reason="pytest-randomly is not installed"
+)
 
 MIB = 1 << 20
 
@@ -138,8 +152,8 @@ def test_unittest_testcases_are_measured_and_gated(project, monkeypatch):
     result.stdout.fnmatch_lines(["*memcheck: over budget*", "*peak 4.00 MiB*"])
 
 
+@needs_randomly
 def test_pytest_randomly_adds_nothing(project):
-    pytest.importorskip("pytest_randomly")
     project.pytester.makepyfile(test_sized=SIZED)
     project.pytester.makepyfile(
         test_more="""
@@ -190,8 +204,8 @@ def test_bytes():
 """
 
 
+@needs_randomly
 def test_shuffled_runs_with_different_hash_seeds_write_identical_files(project, monkeypatch):
-    pytest.importorskip("pytest_randomly")
     for i in range(3):
         project.pytester.makepyfile(**{f"test_ordinary_{i}": ORDINARY})
     texts = []
@@ -464,8 +478,8 @@ def test_config_table_and_placeholders(project):
     assert (project.path / "mem" / f"cpython-{py}" / "test_sized.toml").exists()
 
 
+@pytest.mark.skipif(xdist is None, reason="pytest-xdist is not installed")
 def test_xdist_gives_the_same_files(project):
-    pytest.importorskip("xdist")
     project.pytester.makepyfile(test_sized=SIZED)
     project.pytester.makepyfile(test_ordinary=ORDINARY)
     assert project.run("--memcheck-update").ret == 0
