@@ -97,6 +97,8 @@ impl Metric {
 #[serde(rename_all = "kebab-case")]
 pub enum Outcome {
     Over,
+    /// The measurement cannot be trusted (SPEC §3): reported, not gated, not recorded.
+    Disturbed,
     EnvMismatch,
     Stale,
     New,
@@ -113,6 +115,7 @@ impl Outcome {
             Outcome::New => "new",
             Outcome::Stale => "stale",
             Outcome::EnvMismatch => "env-mismatch",
+            Outcome::Disturbed => "disturbed",
         }
     }
 
@@ -124,6 +127,7 @@ impl Outcome {
             Outcome::New,
             Outcome::Stale,
             Outcome::EnvMismatch,
+            Outcome::Disturbed,
         ]
         .into_iter()
         .find(|o| o.name() == s)
@@ -311,7 +315,7 @@ pub fn judge(
 pub fn fails(outcome: Outcome, strict: bool) -> bool {
     match outcome {
         Outcome::Over => true,
-        Outcome::New | Outcome::EnvMismatch => strict,
+        Outcome::New | Outcome::EnvMismatch | Outcome::Disturbed => strict,
         _ => false,
     }
 }

@@ -132,6 +132,7 @@ mod tests {
             outcome: Outcome::Over,
             failed: true,
             recordable: true,
+            disturbed: None,
             measured: Entry::default(),
             baseline: Some(Entry::default()),
             limits: Default::default(),

@@ -25,23 +25,35 @@ pub struct Measurement {
     allocations: u64,
     #[pyo3(get)]
     cycles: u64,
-    /// False when the test replaced the allocator during the window.
+    /// Why the numbers cannot be trusted, or None.
     #[pyo3(get)]
-    intact: bool,
+    disturbed: Option<String>,
 }
 
 #[pymethods]
 impl Measurement {
     #[new]
-    #[pyo3(signature = (peak, retained, allocations=0, cycles=0, intact=true))]
-    fn new(peak: u64, retained: u64, allocations: u64, cycles: u64, intact: bool) -> Self {
+    #[pyo3(signature = (peak, retained, allocations=0, cycles=0, disturbed=None))]
+    fn new(
+        peak: u64,
+        retained: u64,
+        allocations: u64,
+        cycles: u64,
+        disturbed: Option<String>,
+    ) -> Self {
         Measurement {
             peak,
             retained,
             allocations,
             cycles,
-            intact,
+            disturbed,
         }
+    }
+
+    /// Whether the numbers can be trusted.
+    #[getter]
+    fn intact(&self) -> bool {
+        self.disturbed.is_none()
     }
 
     /// The smaller of two measurements of the same test, metric by metric: a one-time cost or a
@@ -52,18 +64,14 @@ impl Measurement {
             retained: self.retained.min(other.retained),
             allocations: self.allocations.min(other.allocations),
             cycles: self.cycles.min(other.cycles),
-            intact: self.intact && other.intact,
+            disturbed: self.disturbed.clone().or_else(|| other.disturbed.clone()),
         }
     }
 
     fn __repr__(&self) -> String {
         format!(
-            "Measurement(peak={}, retained={}, allocations={}, cycles={}, intact={})",
-            self.peak,
-            self.retained,
-            self.allocations,
-            self.cycles,
-            if self.intact { "True" } else { "False" }
+            "Measurement(peak={}, retained={}, allocations={}, cycles={}, disturbed={:?})",
+            self.peak, self.retained, self.allocations, self.cycles, self.disturbed
         )
     }
 }
@@ -75,6 +83,18 @@ impl Measurement {
             retained: self.retained,
             allocations: self.allocations,
             cycles: self.cycles,
+        }
+    }
+}
+
+impl From<meter::Measurement> for Measurement {
+    fn from(m: meter::Measurement) -> Self {
+        Measurement {
+            peak: m.peak,
+            retained: m.retained,
+            allocations: m.allocations,
+            cycles: m.cycles,
+            disturbed: m.disturbed,
         }
     }
 }
@@ -91,16 +111,45 @@ fn measure<'py>(
 ) -> PyResult<(Bound<'py, PyAny>, Measurement)> {
     let kind = MeterKind::parse(meter, "meter")?;
     let (result, m) = meter::measure(py, kind, func, args, kwargs)?;
-    Ok((
-        result,
-        Measurement {
-            peak: m.peak,
-            retained: m.retained,
-            allocations: m.allocations,
-            cycles: m.cycles,
-            intact: m.intact,
-        },
-    ))
+    Ok((result, m.into()))
+}
+
+/// A window opened and closed by hand, around the execution of a coroutine: `open()` before
+/// its first step, `close(completed)` after its last. Whatever runs on this thread between the
+/// two (the event loop's work for the test, other tasks) is counted.
+#[pyclass(module = "pytest_memcheck._engine", unsendable)]
+pub struct Window {
+    kind: MeterKind,
+    open: Option<meter::Window>,
+}
+
+#[pymethods]
+impl Window {
+    #[new]
+    fn new(meter: &str) -> PyResult<Self> {
+        Ok(Window {
+            kind: MeterKind::parse(meter, "meter")?,
+            open: None,
+        })
+    }
+
+    fn open(&mut self, py: Python<'_>) -> PyResult<()> {
+        if self.open.is_some() {
+            return Err(Error::Meter("this window is already open".into()).into());
+        }
+        self.open = Some(meter::Window::open(py, self.kind)?);
+        Ok(())
+    }
+
+    /// Close the window; `completed` is false when the test raised (no numbers are read, and
+    /// an exception being handled is kept).
+    fn close(&mut self, py: Python<'_>, completed: bool) -> PyResult<Measurement> {
+        let window = self
+            .open
+            .take()
+            .ok_or_else(|| Error::Meter("this window is not open".into()))?;
+        Ok(window.close(py, completed)?.into())
+    }
 }
 
 /// Bytes held by the python meter's own bookkeeping.
@@ -179,7 +228,7 @@ impl Verdict {
         line: Option<u32>,
     ) -> PyResult<String> {
         let mut r = self.result.clone();
-        r.recordable = passed_own;
+        r.recordable = passed_own && r.disturbed.is_none();
         r.failed = passed_own && self.fails(gated);
         if !r.failed {
             r.message.clear();
@@ -342,6 +391,7 @@ impl Session {
         let result = self.inner.judge(
             nodeid,
             measurement.entry(),
+            measurement.disturbed.clone(),
             &marker_rules(rules)?,
             update_hint,
         )?;
@@ -398,6 +448,11 @@ impl Session {
         report::summary_table(&self.inner.results, &stale, verbose)
     }
 
+    /// One line per disturbed measurement, with its reason.
+    fn disturbed(&self) -> Vec<String> {
+        report::disturbed_lines(&self.inner.results)
+    }
+
     fn totals(&self, stale: usize) -> String {
         report::totals_line(&self.inner.results, stale)
     }
@@ -447,6 +502,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<Measurement>()?;
     m.add_class::<Verdict>()?;
+    m.add_class::<Window>()?;
     m.add_class::<Session>()?;
     m.add_function(wrap_pyfunction!(measure, m)?)?;
     m.add_function(wrap_pyfunction!(cli, m)?)?;

@@ -33,6 +33,10 @@ pub fn failure_message(r: &TestResult, update_hint: &str) -> String {
         Outcome::EnvMismatch => lines.push(format!(
             "memcheck: the baseline was recorded in another environment (strict mode); re-record it: {update_hint}"
         )),
+        Outcome::Disturbed => lines.push(format!(
+            "memcheck: the measurement cannot be trusted (strict mode): {}",
+            r.disturbed.as_deref().unwrap_or("unknown reason")
+        )),
         _ => {}
     }
     lines.join("\n")
@@ -101,12 +105,26 @@ pub fn summary_table(results: &[TestResult], stale: &[String], verbose: bool) ->
     Some(table.to_string())
 }
 
+/// Why each disturbed measurement cannot be trusted: one line per test.
+pub fn disturbed_lines(results: &[TestResult]) -> Vec<String> {
+    let mut lines: Vec<String> = results
+        .iter()
+        .filter_map(|r| {
+            let reason = r.disturbed.as_deref()?;
+            Some(format!("disturbed: {}: {reason}; not gated", r.nodeid))
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
 /// One line of totals: `12 measured: 1 over, 2 new, 9 ok`.
 pub fn totals_line(results: &[TestResult], stale: usize) -> String {
     let count = |o: Outcome| results.iter().filter(|r| r.outcome == o).count();
     let mut parts = Vec::new();
     for o in [
         Outcome::Over,
+        Outcome::Disturbed,
         Outcome::Improved,
         Outcome::New,
         Outcome::EnvMismatch,
@@ -154,6 +172,7 @@ mod tests {
             message: String::new(),
             checks: v.checks,
             recordable: true,
+            disturbed: None,
             failed: v.outcome == Outcome::Over,
         }
     }

@@ -122,6 +122,7 @@ mod tests {
             outcome,
             failed,
             recordable: true,
+            disturbed: None,
             measured: Entry {
                 peak: 10,
                 retained: 1,

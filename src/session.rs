@@ -59,6 +59,9 @@ pub struct TestResult {
     /// The failure message, empty when the test passes the gate.
     #[serde(default)]
     pub message: String,
+    /// Why the measurement cannot be trusted (outcome `disturbed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disturbed: Option<String>,
     #[serde(skip)]
     pub checks: Vec<Check>,
 }
@@ -223,17 +226,25 @@ impl Session {
         &mut self,
         nodeid: &str,
         measured: Entry,
+        disturbed: Option<String>,
         marks: &MarkerRules,
         update_hint: &str,
     ) -> Result<TestResult> {
         let rules = self.rules(marks)?;
         let found = self.baseline(nodeid)?;
-        let verdict = judge(
-            &measured,
-            found.as_ref().map(|(e, _)| e),
-            found.is_none_or(|(_, same_env)| same_env),
-            &rules,
-        );
+        let verdict = match disturbed {
+            // Numbers that cannot be trusted are neither gated nor recorded.
+            Some(_) => crate::gate::Verdict {
+                outcome: Outcome::Disturbed,
+                checks: Vec::new(),
+            },
+            None => judge(
+                &measured,
+                found.as_ref().map(|(e, _)| e),
+                found.is_none_or(|(_, same_env)| same_env),
+                &rules,
+            ),
+        };
         let mut result = TestResult {
             nodeid: nodeid.to_string(),
             failed: fails(verdict.outcome, rules.strict),
@@ -248,7 +259,8 @@ impl Session {
             location: None,
             message: String::new(),
             checks: verdict.checks,
-            recordable: true,
+            recordable: disturbed.is_none(),
+            disturbed,
         };
         if result.failed {
             result.message = crate::report::failure_message(&result, update_hint);
@@ -446,7 +458,7 @@ mod tests {
         let mut s = session(dir);
         for (id, peak) in values {
             let r = s
-                .judge(id, entry(*peak), &MarkerRules::default(), "")
+                .judge(id, entry(*peak), None, &MarkerRules::default(), "")
                 .unwrap();
             s.record(r);
         }
@@ -573,7 +585,13 @@ mod tests {
         fs::write(&path, "[memcheck\nbroken").unwrap();
         let mut s = session(dir.path());
         let e = s
-            .judge("t/test_a.py::test_x", entry(1), &MarkerRules::default(), "")
+            .judge(
+                "t/test_a.py::test_x",
+                entry(1),
+                None,
+                &MarkerRules::default(),
+                "",
+            )
             .unwrap_err();
         assert!(e.to_string().contains("test_a.toml:1:"), "{e}");
         s.results.push(TestResult {
@@ -586,6 +604,7 @@ mod tests {
             message: String::new(),
             checks: vec![],
             recordable: true,
+            disturbed: None,
             failed: false,
         });
         assert!(s
@@ -609,7 +628,7 @@ mod tests {
         let mut s = session(dir.path());
         s.env.python = "3.12".into();
         let r = s
-            .judge(id, entry(5000), &MarkerRules::default(), "")
+            .judge(id, entry(5000), None, &MarkerRules::default(), "")
             .unwrap();
         assert_eq!(r.outcome, Outcome::EnvMismatch);
         s.record(r);
@@ -628,6 +647,47 @@ mod tests {
     }
 
     #[test]
+    fn a_disturbed_measurement_is_reported_not_gated_nor_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = session(dir.path());
+        let marks = MarkerRules {
+            peak: Some("1 KiB".into()),
+            origin: "memcheck marker of t.py::test_a".into(),
+            ..MarkerRules::default()
+        };
+        // Far over its absolute limit, but the numbers cannot be trusted.
+        let r = s
+            .judge(
+                "t.py::test_a",
+                entry(1 << 30),
+                Some("why".into()),
+                &marks,
+                "",
+            )
+            .unwrap();
+        assert_eq!(r.outcome, Outcome::Disturbed);
+        assert!(!r.failed && !r.recordable);
+        assert_eq!(r.disturbed.as_deref(), Some("why"));
+        // The same numbers, intact, fail.
+        let r = s
+            .judge("t.py::test_a", entry(1 << 30), None, &marks, "")
+            .unwrap();
+        assert_eq!(r.outcome, Outcome::Over);
+        assert!(r.failed && r.recordable);
+        // Strict mode fails a disturbed test, with the reason.
+        s.settings.strict = true;
+        let r = s
+            .judge("t.py::test_a", entry(1), Some("why".into()), &marks, "")
+            .unwrap();
+        assert!(r.failed);
+        assert!(
+            r.message.contains("cannot be trusted (strict mode): why"),
+            "{}",
+            r.message
+        );
+    }
+
+    #[test]
     fn marker_values_are_checked_with_their_origin() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = session(dir.path());
@@ -637,7 +697,7 @@ mod tests {
             ..MarkerRules::default()
         };
         let e = s
-            .judge("t.py::test_a", entry(1), &marks, "")
+            .judge("t.py::test_a", entry(1), None, &marks, "")
             .unwrap_err()
             .to_string();
         assert!(

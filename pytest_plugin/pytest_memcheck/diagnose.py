@@ -219,59 +219,98 @@ def _backref_chain(target: Any, ignore: set[int], depth: int = 10) -> str | None
     return None
 
 
-def diagnose(func: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> Diagnosis:
-    """Run func once more under tracemalloc and report where its memory came from."""
-    if tracemalloc.is_tracing():
-        return Diagnosis([], [], [], None, "tracemalloc is already tracing")
-    peak = {"bytes": 0, "snapshot": None}
+class _Tracing:
+    """One diagnosis run: `begin()` before the test body, `end()` after it (or `failed()`)."""
 
-    def on_event(frame: FrameType, event: str, arg: Any) -> None:
+    def __init__(self) -> None:
+        self.peak: dict[str, Any] = {"bytes": 0, "snapshot": None}
+
+    def _on_event(self, frame: FrameType, event: str, arg: Any) -> None:
         if event in ("return", "c_return"):
             current = tracemalloc.get_traced_memory()[0]
             # A new high, by enough to matter: snapshots are costly.
-            if current > peak["bytes"] * 1.05 + 16384:
-                peak["bytes"] = current
-                peak["snapshot"] = tracemalloc.take_snapshot()
+            if current > self.peak["bytes"] * 1.05 + 16384:
+                self.peak["bytes"] = current
+                self.peak["snapshot"] = tracemalloc.take_snapshot()
 
-    # Everything that exists now, the diagnosis's own helpers included, is frozen: what
-    # gc.get_objects() finds afterwards is what the run left behind.
-    gc.collect()
-    gc.freeze()
-    tracemalloc.start(FRAMES)
-    try:
-        sys.setprofile(on_event)
-        try:
-            func(*args, **kwargs)
-        finally:
-            sys.setprofile(None)
+    def begin(self) -> Diagnosis | None:
+        if tracemalloc.is_tracing():
+            return Diagnosis([], [], [], None, "tracemalloc is already tracing")
+        # Everything that exists now, the diagnosis's own helpers included, is frozen: what
+        # gc.get_objects() finds afterwards is what the run left behind.
         gc.collect()
-        retained = tracemalloc.take_snapshot()
-    except Exception as e:  # a test that cannot run again: say so, keep the verdict
-        return Diagnosis([], [], [], None, f"the test raised {type(e).__name__} when run again")
-    finally:
+        gc.freeze()
+        tracemalloc.start(FRAMES)
+        sys.setprofile(self._on_event)
+        return None
+
+    def failed(self, e: BaseException) -> Diagnosis:
+        """The test cannot run again: say so, keep the verdict."""
+        sys.setprofile(None)
         tracemalloc.stop()
-    # What the run left behind, less the snapshots themselves.
-    ours = _reachable([peak["snapshot"], retained])
-    survivors = [o for o in gc.get_objects() if id(o) not in ours]
-    counts = Counter(_type_name(o) for o in survivors)
-    growth = counts.most_common(TOP)
-    gc.unfreeze()  # get_referrers does not look into the frozen generation
-    chain = None
-    if growth:
-        target = next(o for o in survivors if _type_name(o) == growth[0][0])
-        chain = _backref_chain(target, {id(survivors)} | ours)
-    del survivors
-    filters = [tracemalloc.Filter(False, tracemalloc.__file__)]
-    at_peak = peak["snapshot"].filter_traces(filters) if peak["snapshot"] else None
-    retained = retained.filter_traces(filters)
-    return Diagnosis(
-        _sites(at_peak)[:TOP] if at_peak else [],
-        _sites(retained)[:TOP],
-        growth,
-        chain,
-        peak_folded=_folded(at_peak) if at_peak else "",
-        retained_folded=_folded(retained),
-    )
+        gc.unfreeze()
+        return Diagnosis([], [], [], None, f"the test raised {type(e).__name__} when run again")
+
+    def end(self) -> Diagnosis:
+        sys.setprofile(None)
+        try:
+            gc.collect()
+            retained = tracemalloc.take_snapshot()
+        finally:
+            tracemalloc.stop()
+        try:
+            # What the run left behind, less the snapshots themselves.
+            ours = _reachable([self.peak["snapshot"], retained])
+            survivors = [o for o in gc.get_objects() if id(o) not in ours]
+        finally:
+            gc.unfreeze()  # get_referrers does not look into the frozen generation
+        counts = Counter(_type_name(o) for o in survivors)
+        growth = counts.most_common(TOP)
+        chain = None
+        if growth:
+            target = next(o for o in survivors if _type_name(o) == growth[0][0])
+            chain = _backref_chain(target, {id(survivors)} | ours)
+        del survivors
+        filters = [tracemalloc.Filter(False, tracemalloc.__file__)]
+        snapshot = self.peak["snapshot"]
+        at_peak = snapshot.filter_traces(filters) if snapshot else None
+        retained = retained.filter_traces(filters)
+        return Diagnosis(
+            _sites(at_peak)[:TOP] if at_peak else [],
+            _sites(retained)[:TOP],
+            growth,
+            chain,
+            peak_folded=_folded(at_peak) if at_peak else "",
+            retained_folded=_folded(retained),
+        )
+
+
+def diagnose(func: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> Diagnosis:
+    """Run func once more under tracemalloc and report where its memory came from."""
+    run = _Tracing()
+    refused = run.begin()
+    if refused is not None:
+        return refused
+    try:
+        func(*args, **kwargs)
+    except Exception as e:
+        return run.failed(e)
+    return run.end()
+
+
+async def diagnose_async(
+    func: Callable[..., Any], args: tuple, kwargs: dict[str, Any]
+) -> Diagnosis:
+    """`diagnose` for a coroutine function: the run spans the awaited body."""
+    run = _Tracing()
+    refused = run.begin()
+    if refused is not None:
+        return refused
+    try:
+        await func(*args, **kwargs)
+    except Exception as e:
+        return run.failed(e)
+    return run.end()
 
 
 def _reachable(roots: list[Any]) -> set[int]:

@@ -6,11 +6,13 @@ Rust engine; this module only connects it to pytest's hooks.
 
 from __future__ import annotations
 
+import inspect
 import os
 import shlex
 import sys
 import sysconfig
 import warnings
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any, Callable
 
@@ -370,94 +372,23 @@ class Manager:
         if rules is None:
             return (yield)
         original = item.obj
-        item.obj = self._measuring(item, original, rules)
+        call = MeasuredCall(self, item, original, rules)
+        if _is_async(original):
+            stand_in: Callable[..., Any] = call.run_async
+            # unittest runs an async test method itself (IsolatedAsyncioTestCase looks the
+            # method up on the instance), so the stand-in goes there too.
+            instance = getattr(item, "instance", None) if _is_unittest(item) else None
+        else:
+            stand_in, instance = call.run, None
+        item.obj = stand_in
+        if instance is not None:
+            setattr(instance, item.name, stand_in)
         try:
             return (yield)
         finally:
             item.obj = original
-
-    def _measuring(self, item: pytest.Item, func: Callable[..., Any], rules: dict[str, Any]):
-        """A stand-in for the test function that runs it inside a measured window."""
-        meter = self.engine.meter
-        confirm = self.engine.confirm and rules.get("confirm", True) is not False
-        hint = "pytest --memcheck-update " + shlex.quote(item.nodeid)
-
-        def measured(*args: Any, **kwargs: Any) -> Any:
-            if self.leaks and confirm:
-                return self._hunt_leak(item, func, args, kwargs)
-            try:
-                result, first = _engine.measure(meter, func, args, kwargs)
-            except _engine.MeterError as e:
-                warnings.warn(f"memcheck: {item.nodeid} not measured: {e}", stacklevel=1)
-                return func(*args, **kwargs)
-            if not first.intact:
-                warnings.warn(
-                    f"memcheck: {item.nodeid} replaced the memory allocator while measured "
-                    "(tracemalloc.start()?); its numbers are not gated",
-                    stacklevel=1,
-                )
-                return result
-            verdict = self.engine.judge(item.nodeid, first, rules, hint)
-            # One-time costs (caches, first imports, compiled regexes) and scheduling accidents
-            # land in one measurement, a regression in both: an over-budget test is measured again
-            # and the smaller values are judged; an update records them too, so that baselines do
-            # not depend on test order.
-            second = None
-            if confirm and (self.update or verdict.failed and verdict.outcome == "over"):
-                try:
-                    result, second = _engine.measure(meter, func, args, kwargs)
-                except Exception as e:  # the test cannot run twice: judge the first measurement
-                    reason = (str(e).splitlines() or [""])[0][:200]
-                    warnings.warn(
-                        f"memcheck: {item.nodeid}: the confirming second run raised "
-                        f"{type(e).__name__}: {reason}; the first measurement stands "
-                        "(mark it @pytest.mark.memcheck(confirm=False) to skip the second run)",
-                        stacklevel=1,
-                    )
-                else:
-                    if second.intact:
-                        verdict = self.engine.judge(item.nodeid, first.least(second), rules, hint)
-            diagnosis = None
-            if verdict.fails(not self.update) and verdict.outcome == "over":
-                from pytest_memcheck.diagnose import diagnose
-
-                diagnosis = diagnose(func, args, kwargs)
-                dump_dir = self.config.option.memcheck_dump
-                if dump_dir and not diagnosis.error:
-                    where = Path(self.config.invocation_params.dir, dump_dir)
-                    try:
-                        diagnosis.dump(where, item.nodeid, self.config.rootpath)
-                    except (OSError, _engine.MemcheckError) as e:
-                        warnings.warn(f"memcheck: no dump for {item.nodeid}: {e}", stacklevel=1)
-            item.stash[VERDICT] = (verdict, first, second, diagnosis)
-            return result
-
-        measured.__name__ = getattr(func, "__name__", "measured")
-        return measured
-
-    def _hunt_leak(self, item: pytest.Item, func: Callable[..., Any], args: tuple, kwargs: dict):
-        """CPython's regrtest -R rule: after warm-ups, a leak only if every measured run retained
-        more than the floor. Fixtures are set up once, for all the runs."""
-        warmups, runs, floor = self.leaks
-        result = None
-        for _ in range(warmups):
-            result = func(*args, **kwargs)
-        deltas = []
-        for _ in range(runs):
-            result, m = _engine.measure(self.engine.meter, func, args, kwargs)
-            deltas.append(m.retained)
-        if all(d > floor for d in deltas):
-            from pytest_memcheck.diagnose import diagnose
-
-            size = _engine.format_size
-            message = (
-                f"memcheck: leak: retained {', '.join(size(d) for d in deltas)} in {runs} runs "
-                f"after {warmups} warm-up runs, every one above the floor {size(floor)}"
-            )
-            diagnosis = diagnose(func, args, kwargs)
-            message += "\n" + diagnosis.text(self.config.rootpath, {"retained"}, m.cycles)
-            item.stash[LEAK] = message
-        return result
+            if instance is not None:
+                delattr(instance, item.name)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]):
@@ -579,6 +510,8 @@ class Manager:
         table = self.engine.summary(self.stale, self.config.option.verbose > 0)
         if table:
             tr.write_line(table)
+        for line in self.engine.disturbed():
+            tr.write_line(line, yellow=True)
         tr.write_line(self.engine.totals(len(self.stale)))
         for path, written, pruned, deleted, note in self.changes:
             rel = self._rel(path)
@@ -598,6 +531,173 @@ class Manager:
             tr.write_line(f"memcheck: {w}", red=True)
         for line in self.annotations:
             tr.write_line(line)
+
+
+MEASURE, CALL, DIAGNOSE = "measure", "call", "diagnose"
+
+
+def _is_async(func: Any) -> bool:
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
+        getattr(func, "__func__", None)
+    )
+
+
+def _from_the_meter(e: BaseException) -> bool:
+    """Whether the meter refused to open a window (its error comes straight from the engine),
+    rather than the test raising an error of ours from its own code."""
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is None or tb.tb_frame.f_code.co_filename == __file__
+
+
+def _is_unittest(item: pytest.Item) -> bool:
+    unittest = sys.modules.get("_pytest.unittest")
+    return unittest is not None and isinstance(item, unittest.TestCaseFunction)
+
+
+class MeasuredCall:
+    """The measured run of one test's body, in place of the test function.
+
+    What is measured and when (measure, confirm, diagnose, hunt leaks) is one policy, `_steps`:
+    a generator that asks for a measured run, a plain call or a diagnosis run and is handed the
+    outcome. `run` serves it for a plain function; `run_async` for a coroutine function, awaiting
+    the body inside the window, so the window spans the coroutine's execution (and the event
+    loop's work for it between its steps), not the creation of the coroutine or of the loop.
+    """
+
+    def __init__(
+        self, manager: Manager, item: pytest.Item, func: Callable[..., Any], rules: dict
+    ) -> None:
+        self.manager = manager
+        self.item = item
+        self.func = func
+        self.rules = rules
+        self.meter = manager.engine.meter
+
+    # -- the two ways to serve the policy ---------------------------------------------------
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        def perform(request: str) -> Any:
+            if request == MEASURE:
+                return _engine.measure(self.meter, self.func, args, kwargs)
+            if request == CALL:
+                return self.func(*args, **kwargs)
+            from pytest_memcheck.diagnose import diagnose
+
+            return diagnose(self.func, args, kwargs)
+
+        steps = self._steps()
+        request = next(steps)
+        while True:
+            try:
+                outcome: tuple[bool, Any] = (True, perform(request))
+            except BaseException as e:
+                outcome = (False, e)
+            try:
+                request = steps.send(outcome[1]) if outcome[0] else steps.throw(outcome[1])
+            except StopIteration as done:
+                return done.value
+
+    async def run_async(self, *args: Any, **kwargs: Any) -> Any:
+        async def perform(request: str) -> Any:
+            if request == MEASURE:
+                window = _engine.Window(self.meter)
+                window.open()
+                try:
+                    result = await self.func(*args, **kwargs)
+                except BaseException:
+                    window.close(False)
+                    raise
+                return result, window.close(True)
+            if request == CALL:
+                return await self.func(*args, **kwargs)
+            from pytest_memcheck.diagnose import diagnose_async
+
+            return await diagnose_async(self.func, args, kwargs)
+
+        steps = self._steps()
+        request = next(steps)
+        while True:
+            try:
+                outcome: tuple[bool, Any] = (True, await perform(request))
+            except BaseException as e:
+                outcome = (False, e)
+            try:
+                request = steps.send(outcome[1]) if outcome[0] else steps.throw(outcome[1])
+            except StopIteration as done:
+                return done.value
+
+    # -- the policy ---------------------------------------------------------------------------
+    def _steps(self) -> Generator[str, Any, Any]:
+        manager, item, rules = self.manager, self.item, self.rules
+        engine = manager.engine
+        confirm = engine.confirm and rules.get("confirm", True) is not False
+        if manager.leaks and confirm:
+            return (yield from self._hunt_leak())
+        hint = "pytest --memcheck-update " + shlex.quote(item.nodeid)
+        try:
+            result, first = yield MEASURE
+        except _engine.MeterError as e:
+            if not _from_the_meter(e):
+                raise  # the test's own (it measures by itself, nested in our window)
+            warnings.warn(f"memcheck: {item.nodeid} not measured: {e}", stacklevel=1)
+            return (yield CALL)
+        verdict = engine.judge(item.nodeid, first, rules, hint)
+        # One-time costs (caches, first imports, compiled regexes) and scheduling accidents
+        # land in one measurement, a regression in both: an over-budget test is measured again
+        # and the smaller values are judged; an update records them too, so that baselines do
+        # not depend on test order. A disturbed measurement is not repeated.
+        second = None
+        wanted = manager.update or (verdict.failed and verdict.outcome == "over")
+        if first.intact and confirm and wanted:
+            try:
+                result, second = yield MEASURE
+            except Exception as e:  # the test cannot run twice: judge the first measurement
+                reason = (str(e).splitlines() or [""])[0][:200]
+                warnings.warn(
+                    f"memcheck: {item.nodeid}: the confirming second run raised "
+                    f"{type(e).__name__}: {reason}; the first measurement stands "
+                    "(mark it @pytest.mark.memcheck(confirm=False) to skip the second run)",
+                    stacklevel=1,
+                )
+            else:
+                verdict = engine.judge(item.nodeid, first.least(second), rules, hint)
+        diagnosis = None
+        if verdict.fails(not manager.update) and verdict.outcome == "over":
+            diagnosis = yield DIAGNOSE
+            dump_dir = manager.config.option.memcheck_dump
+            if dump_dir and not diagnosis.error:
+                where = Path(manager.config.invocation_params.dir, dump_dir)
+                try:
+                    diagnosis.dump(where, item.nodeid, manager.config.rootpath)
+                except (OSError, _engine.MemcheckError) as e:
+                    warnings.warn(f"memcheck: no dump for {item.nodeid}: {e}", stacklevel=1)
+        item.stash[VERDICT] = (verdict, first, second, diagnosis)
+        return result
+
+    def _hunt_leak(self) -> Generator[str, Any, Any]:
+        """CPython's regrtest -R rule: after warm-ups, a leak only if every measured run retained
+        more than the floor. Fixtures are set up once, for all the runs."""
+        warmups, runs, floor = self.manager.leaks
+        result = None
+        for _ in range(warmups):
+            result = yield CALL
+        deltas = []
+        cycles = 0
+        for _ in range(runs):
+            result, m = yield MEASURE
+            deltas.append(m.retained)
+            cycles = m.cycles
+        if all(d > floor for d in deltas):
+            size = _engine.format_size
+            message = (
+                f"memcheck: leak: retained {', '.join(size(d) for d in deltas)} in {runs} runs "
+                f"after {warmups} warm-up runs, every one above the floor {size(floor)}"
+            )
+            diagnosis = yield DIAGNOSE
+            message += "\n" + diagnosis.text(self.manager.config.rootpath, {"retained"}, cycles)
+            self.item.stash[LEAK] = message
+        return result
 
 
 class XdistController:

@@ -1,21 +1,31 @@
 //! CPython allocator hooks over the RAW, MEM and OBJ domains, feeding the `Ledger`.
 //!
+//! tracemalloc's model, which is the reference we are checked against:
+//! - A block is a (domain, address) key; the three allocator domains are one key space
+//!   (tracemalloc's domain 0), so a block freed through any domain stops counting.
+//! - Only the outermost allocator call on a thread counts. pymalloc passing a large request to
+//!   `PyMem_RawMalloc`, the debug hooks of `-X dev` wrapping every allocator (and moving the
+//!   pointer), tracemalloc's own tables when it sits above us: all happen *inside* one of our
+//!   calls, and a thread-local flag (`INSIDE`) makes them invisible, exactly as tracemalloc's
+//!   re-entrancy flag does. No address coincidence is relied on.
+//!
 //! Hazards, and how they are met:
 //! - The RAW domain is called without the GIL, from any thread, even while we swap allocators.
 //!   `PyMem_SetAllocator` copies a struct of five words, so another thread may read our function
 //!   with the old context. The hooks therefore ignore `ctx` and forward to the originals kept in
 //!   statics, and they keep working after they are removed (a thread may still hold a pointer).
-//! - pymalloc serves large requests by calling `PyMem_RawMalloc`, so one block passes through two
-//!   of our hooks. The raw hook counts it; the outer hook counts only blocks not yet in the table
-//!   (`Ledger::allocated_outer`). A block is dropped from the table *before* it is freed, so no
-//!   other thread can reuse the address while we still account for it. No thread-local state.
-//! - A test may install its own allocator (tracemalloc.start()). When our hooks are not the
-//!   installed ones at the end of a window, we leave whatever is installed in place and report the
-//!   measurement as disturbed, rather than unhooking someone else's allocator.
+//! - A block is dropped from the table *before* it is freed, so no other thread can reuse the
+//!   address while we still account for it. The allocation path takes no lock on the table, so a
+//!   `fork` in a test cannot deadlock the child; the child stops counting (`pthread_atfork`).
+//! - A test may install its own allocator (`tracemalloc.start()`) and leave it running. At the
+//!   end of that window the numbers are reported as disturbed, and our hooks stay in the chain
+//!   below it. Later windows install a second set of hooks *above* it, so its bookkeeping happens
+//!   inside our outermost call and is not counted: those tests are measured exactly again.
 
-use std::cell::UnsafeCell;
+use std::cell::Cell;
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Acquire, Ordering::Relaxed};
+use std::sync::atomic::{AtomicPtr, Ordering::Release};
 use std::sync::OnceLock;
 
 use pyo3::ffi::{
@@ -35,55 +45,122 @@ pub(crate) fn ledger() -> &'static Ledger {
 
 #[inline(always)]
 pub(crate) fn active() -> bool {
-    ACTIVE.load(Relaxed)
+    ACTIVE.load(Acquire)
+}
+
+thread_local! {
+    /// Set while this thread runs one of our hooks: allocator calls beneath it are parts of the
+    /// outer block, not blocks of their own. A `const` Cell has no destructor, so it is usable
+    /// until the thread is gone (CPython frees thread states through RAW at thread exit).
+    static INSIDE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The outermost hook call on this thread; dropping it leaves.
+struct Outermost;
+
+impl Outermost {
+    #[inline(always)]
+    fn enter() -> Option<Outermost> {
+        match INSIDE.try_with(|inside| inside.replace(true)) {
+            Ok(false) => Some(Outermost),
+            _ => None,
+        }
+    }
+}
+
+impl Drop for Outermost {
+    #[inline(always)]
+    fn drop(&mut self) {
+        let _ = INSIDE.try_with(|inside| inside.set(false));
+    }
+}
+
+/// The calling thread's id, as `threading.get_ident()` gives it.
+#[inline(always)]
+fn thread_ident() -> usize {
+    #[cfg(unix)]
+    {
+        // SAFETY: pthread_self has no preconditions; it reads a register, no TLS lookup.
+        unsafe { libc::pthread_self() as usize }
+    }
+    #[cfg(windows)]
+    {
+        extern "system" {
+            fn GetCurrentThreadId() -> u32;
+        }
+        // SAFETY: no preconditions.
+        unsafe { GetCurrentThreadId() as usize }
+    }
 }
 
 /// Threads that were already running when the window opened (pytest-xdist's execnet I/O thread,
 /// a server started by a fixture): their allocations are not the test's. Up to this many are
-/// told apart; frees are always honoured, whoever makes them.
-const MAX_EXCLUDED: usize = 16;
+/// told apart; beyond, the window reports itself disturbed. Frees are always honoured.
+pub(crate) const MAX_EXCLUDED: usize = 64;
 static EXCLUDED: [AtomicUsize; MAX_EXCLUDED] = [const { AtomicUsize::new(0) }; MAX_EXCLUDED];
 static EXCLUDED_COUNT: AtomicUsize = AtomicUsize::new(0);
 
 /// Whether an allocation by the calling thread counts. One load when no other thread ran
-/// before the window, the common case; `pthread_self` reads a register, no TLS lookup.
+/// before the window, the common case.
 #[inline(always)]
 pub(crate) fn counts_here() -> bool {
-    let n = EXCLUDED_COUNT.load(Relaxed);
+    let n = EXCLUDED_COUNT.load(Acquire);
     if n == 0 {
         return true;
     }
-    // SAFETY: pthread_self has no preconditions.
-    let me = unsafe { libc::pthread_self() } as usize;
+    let me = thread_ident();
     !EXCLUDED[..n].iter().any(|t| t.load(Relaxed) == me)
 }
 
-/// Set the threads (pthread ids, as `threading.get_ident()` gives them) to leave out.
-pub(crate) fn exclude_threads(idents: &[usize]) {
+/// Set the threads (as `threading.get_ident()` gives them) to leave out. Err with the number of
+/// threads when there are more than can be told apart.
+pub(crate) fn exclude_threads(idents: &[usize]) -> Result<(), usize> {
     let n = idents.len().min(MAX_EXCLUDED);
     for (slot, ident) in EXCLUDED.iter().zip(idents) {
         slot.store(*ident, Relaxed);
     }
-    EXCLUDED_COUNT.store(n, Relaxed);
+    EXCLUDED_COUNT.store(n, Release);
+    if idents.len() > MAX_EXCLUDED {
+        Err(idents.len())
+    } else {
+        Ok(())
+    }
 }
 
-struct Originals(UnsafeCell<[PyMemAllocatorEx; 3]>);
-// SAFETY: written only in `install` (GIL held, our hooks not installed); read by the hooks.
-unsafe impl Sync for Originals {}
+/// The allocators our hooks forward to, per domain: `LOWER` for hooks installed on the
+/// interpreter's allocators, `UPPER` for hooks installed above a foreign allocator that sits on
+/// top of our lower ones. A struct lives in a leaked box so a hook reads it with one atomic load;
+/// it is replaced only when the chain changes (a few times a run at most) and never freed, since
+/// a thread that loaded it just before may still read it.
+fn publish(slot: &AtomicPtr<c_void>, a: PyMemAllocatorEx) {
+    let old = slot.load(Acquire) as *const PyMemAllocatorEx;
+    // SAFETY: a non-null slot points to a leaked, never-freed struct.
+    if !old.is_null() && unsafe { same(&*old, &a) } {
+        return;
+    }
+    slot.store(Box::into_raw(Box::new(a)) as *mut c_void, Release);
+}
 
-const EMPTY: PyMemAllocatorEx = PyMemAllocatorEx {
-    ctx: std::ptr::null_mut(),
-    malloc: None,
-    calloc: None,
-    realloc: None,
-    free: None,
-};
-static ORIGINALS: Originals = Originals(UnsafeCell::new([EMPTY; 3]));
+fn same(a: &PyMemAllocatorEx, b: &PyMemAllocatorEx) -> bool {
+    let f = |a: &PyMemAllocatorEx| {
+        (
+            a.ctx as usize,
+            a.malloc.map_or(0, |f| f as *const () as usize),
+            a.calloc.map_or(0, |f| f as *const () as usize),
+            a.realloc.map_or(0, |f| f as *const () as usize),
+            a.free.map_or(0, |f| f as *const () as usize),
+        )
+    };
+    f(a) == f(b)
+}
+
+static LOWER: [AtomicPtr<c_void>; 3] = [const { AtomicPtr::new(std::ptr::null_mut()) }; 3];
+static UPPER: [AtomicPtr<c_void>; 3] = [const { AtomicPtr::new(std::ptr::null_mut()) }; 3];
 
 #[inline(always)]
-fn original(domain: usize) -> &'static PyMemAllocatorEx {
-    // SAFETY: see `Originals`.
-    unsafe { &(*ORIGINALS.0.get())[domain] }
+fn forward_to(table: &'static [AtomicPtr<c_void>; 3], domain: usize) -> &'static PyMemAllocatorEx {
+    // SAFETY: set by `publish` before the hooks using it are installed; never freed.
+    unsafe { &*(table[domain].load(Acquire) as *const PyMemAllocatorEx) }
 }
 
 const RAW: usize = 0;
@@ -91,50 +168,69 @@ const MEM: usize = 1;
 const OBJ: usize = 2;
 
 macro_rules! hooks {
-    ($malloc:ident, $calloc:ident, $realloc:ident, $free:ident, $domain:expr, $record:ident) => {
+    ($table:ident, $domain:expr, $malloc:ident, $calloc:ident, $realloc:ident, $free:ident) => {
         extern "C" fn $malloc(_ctx: *mut c_void, size: usize) -> *mut c_void {
-            let o = original($domain);
-            // SAFETY: forwarding to the allocator that was installed before us.
-            let p = (o.malloc.expect("allocator"))(o.ctx, size);
-            if active() && !p.is_null() && counts_here() {
-                ledger().$record(p as usize, size as u64);
+            let o = forward_to(&$table, $domain);
+            let malloc = o.malloc.expect("allocator");
+            if !active() {
+                return malloc(o.ctx, size);
+            }
+            let Some(_outer) = Outermost::enter() else {
+                return malloc(o.ctx, size);
+            };
+            let p = malloc(o.ctx, size);
+            if !p.is_null() && counts_here() {
+                ledger().allocated(p as usize, size as u64);
             }
             p
         }
 
         extern "C" fn $calloc(_ctx: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
-            let o = original($domain);
-            let p = (o.calloc.expect("allocator"))(o.ctx, nelem, elsize);
-            if active() && !p.is_null() && counts_here() {
-                ledger().$record(p as usize, nelem.saturating_mul(elsize) as u64);
+            let o = forward_to(&$table, $domain);
+            let calloc = o.calloc.expect("allocator");
+            if !active() {
+                return calloc(o.ctx, nelem, elsize);
+            }
+            let Some(_outer) = Outermost::enter() else {
+                return calloc(o.ctx, nelem, elsize);
+            };
+            let p = calloc(o.ctx, nelem, elsize);
+            if !p.is_null() && counts_here() {
+                ledger().allocated(p as usize, nelem.saturating_mul(elsize) as u64);
             }
             p
         }
 
         extern "C" fn $realloc(_ctx: *mut c_void, ptr: *mut c_void, size: usize) -> *mut c_void {
-            let o = original($domain);
+            let o = forward_to(&$table, $domain);
+            let realloc = o.realloc.expect("allocator");
             if !active() {
-                return (o.realloc.expect("allocator"))(o.ctx, ptr, size);
+                return realloc(o.ctx, ptr, size);
             }
+            let Some(_outer) = Outermost::enter() else {
+                return realloc(o.ctx, ptr, size);
+            };
             // tracemalloc's rule: the old block stops counting, the new one counts in full.
             let old = if ptr.is_null() {
                 None
             } else {
                 ledger().released(ptr as usize)
             };
-            let p = (o.realloc.expect("allocator"))(o.ctx, ptr, size);
+            let p = realloc(o.ctx, ptr, size);
             if p.is_null() {
                 if let Some(old) = old {
                     ledger().restore(ptr as usize, old);
                 }
             } else if counts_here() {
-                ledger().$record(p as usize, size as u64);
+                ledger().allocated(p as usize, size as u64);
             }
             p
         }
 
         extern "C" fn $free(_ctx: *mut c_void, ptr: *mut c_void) {
-            let o = original($domain);
+            let o = forward_to(&$table, $domain);
+            // As tracemalloc: every free of a counted key removes it, at any depth (beneath an
+            // outer call the inner pointer is never a counted key of another live block).
             if active() && !ptr.is_null() {
                 ledger().released(ptr as usize);
             }
@@ -143,29 +239,32 @@ macro_rules! hooks {
     };
 }
 
+hooks!(LOWER, RAW, raw_malloc, raw_calloc, raw_realloc, raw_free);
+hooks!(LOWER, MEM, mem_malloc, mem_calloc, mem_realloc, mem_free);
+hooks!(LOWER, OBJ, obj_malloc, obj_calloc, obj_realloc, obj_free);
 hooks!(
-    raw_malloc,
-    raw_calloc,
-    raw_realloc,
-    raw_free,
+    UPPER,
     RAW,
-    allocated
+    up_raw_malloc,
+    up_raw_calloc,
+    up_raw_realloc,
+    up_raw_free
 );
 hooks!(
-    mem_malloc,
-    mem_calloc,
-    mem_realloc,
-    mem_free,
+    UPPER,
     MEM,
-    allocated_outer
+    up_mem_malloc,
+    up_mem_calloc,
+    up_mem_realloc,
+    up_mem_free
 );
 hooks!(
-    obj_malloc,
-    obj_calloc,
-    obj_realloc,
-    obj_free,
+    UPPER,
     OBJ,
-    allocated_outer
+    up_obj_malloc,
+    up_obj_calloc,
+    up_obj_realloc,
+    up_obj_free
 );
 
 type Malloc = extern "C" fn(*mut c_void, usize) -> *mut c_void;
@@ -173,11 +272,20 @@ type Calloc = extern "C" fn(*mut c_void, usize, usize) -> *mut c_void;
 type Realloc = extern "C" fn(*mut c_void, *mut c_void, usize) -> *mut c_void;
 type Free = extern "C" fn(*mut c_void, *mut c_void);
 
-fn ours(domain: usize) -> PyMemAllocatorEx {
-    let (m, c, r, f): (Malloc, Calloc, Realloc, Free) = match domain {
-        RAW => (raw_malloc, raw_calloc, raw_realloc, raw_free),
-        MEM => (mem_malloc, mem_calloc, mem_realloc, mem_free),
-        _ => (obj_malloc, obj_calloc, obj_realloc, obj_free),
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layer {
+    Lower,
+    Upper,
+}
+
+fn ours(domain: usize, layer: Layer) -> PyMemAllocatorEx {
+    let (m, c, r, f): (Malloc, Calloc, Realloc, Free) = match (layer, domain) {
+        (Layer::Lower, RAW) => (raw_malloc, raw_calloc, raw_realloc, raw_free),
+        (Layer::Lower, MEM) => (mem_malloc, mem_calloc, mem_realloc, mem_free),
+        (Layer::Lower, _) => (obj_malloc, obj_calloc, obj_realloc, obj_free),
+        (Layer::Upper, RAW) => (up_raw_malloc, up_raw_calloc, up_raw_realloc, up_raw_free),
+        (Layer::Upper, MEM) => (up_mem_malloc, up_mem_calloc, up_mem_realloc, up_mem_free),
+        (Layer::Upper, _) => (up_obj_malloc, up_obj_calloc, up_obj_realloc, up_obj_free),
     };
     PyMemAllocatorEx {
         ctx: std::ptr::null_mut(),
@@ -188,10 +296,16 @@ fn ours(domain: usize) -> PyMemAllocatorEx {
     }
 }
 
-/// Whether `a` is our hook for domain `i` (compared by address: the same function).
-fn is_ours(a: &PyMemAllocatorEx, i: usize) -> bool {
-    let address = |a: &PyMemAllocatorEx| a.malloc.map(|f| f as *const () as usize);
-    address(a) == address(&ours(i))
+fn malloc_address(a: &PyMemAllocatorEx) -> usize {
+    a.malloc.map_or(0, |f| f as *const () as usize)
+}
+
+/// Which of our layers `a` is for domain `i`, if any (compared by function address).
+fn layer_of(a: &PyMemAllocatorEx, i: usize) -> Option<Layer> {
+    let address = malloc_address(a);
+    [Layer::Lower, Layer::Upper]
+        .into_iter()
+        .find(|&layer| address == malloc_address(&ours(i, layer)))
 }
 
 const DOMAINS: [(usize, PyMemAllocatorDomain); 3] = [
@@ -201,73 +315,121 @@ const DOMAINS: [(usize, PyMemAllocatorDomain); 3] = [
 ];
 
 fn current(domain: PyMemAllocatorDomain) -> PyMemAllocatorEx {
-    let mut a = EMPTY;
+    let mut a = PyMemAllocatorEx {
+        ctx: std::ptr::null_mut(),
+        malloc: None,
+        calloc: None,
+        realloc: None,
+        free: None,
+    };
     // SAFETY: GIL held by the caller; PyMem_GetAllocator only copies a struct.
     unsafe { PyMem_GetAllocator(domain, &mut a) };
     a
 }
 
-/// Per domain: the allocator someone installed over ours during a window (tracemalloc.start()
-/// left running), which still forwards to our hooks. Zero when our hooks are on top or out.
-static FOREIGN_ON_TOP: [AtomicUsize; 3] = [
+/// Per domain: our lower hooks are still in the allocator chain, below an allocator someone
+/// installed over them during a window (tracemalloc.start() left running). Then they must never
+/// be re-published over a new original: the chain would loop.
+static BURIED: [AtomicBool; 3] = [const { AtomicBool::new(false) }; 3];
+
+/// Which layer `install` put on top of each domain, for `uninstall`.
+static INSTALLED: [AtomicUsize; 3] = [
     AtomicUsize::new(0),
     AtomicUsize::new(0),
     AtomicUsize::new(0),
 ];
+const NONE: usize = 0;
+const LOWER_ON: usize = 1;
+const UPPER_ON: usize = 2;
 
-fn malloc_address(a: &PyMemAllocatorEx) -> usize {
-    a.malloc.map_or(0, |f| f as *const () as usize)
+/// The child of a `fork` inside a window must not keep counting into a ledger it shares with
+/// nobody (and whose lock another thread of the parent may have held).
+extern "C" fn stop_in_child() {
+    ACTIVE.store(false, Release);
+}
+
+fn register_fork_handler() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        #[cfg(unix)]
+        // SAFETY: registering a handler that only stores an atomic.
+        unsafe {
+            libc::pthread_atfork(None, None, Some(stop_in_child));
+        }
+    });
 }
 
 /// Start counting. Must be called with the GIL held.
 pub(crate) fn install() {
+    register_fork_handler();
     ledger().reset();
-    let mut install = [true; 3];
     for (i, domain) in DOMAINS {
         let now = current(domain);
-        if is_ours(&now, i) {
-            continue;
-        }
-        if malloc_address(&now) == FOREIGN_ON_TOP[i].load(Relaxed) {
-            // Our hooks are still in the chain below that allocator: counting through it is
-            // right, and taking it as our "original" would make the chain a loop.
-            install[i] = false;
-            continue;
-        }
-        FOREIGN_ON_TOP[i].store(0, Relaxed);
-        // SAFETY: GIL held and our hooks are not installed, so no hook reads ORIGINALS for
-        // this domain through the allocator now (stale readers see the same value).
-        unsafe { (*ORIGINALS.0.get())[i] = now };
+        let layer = match layer_of(&now, i) {
+            // Still ours (a foreign allocator above them was removed between windows): count
+            // through them as they are.
+            Some(_) => {
+                INSTALLED[i].store(NONE, Relaxed);
+                continue;
+            }
+            // A foreign allocator above our lower hooks: go above it, so its own bookkeeping
+            // happens inside our outermost call.
+            None if BURIED[i].load(Relaxed) => {
+                publish(&UPPER[i], now);
+                Layer::Upper
+            }
+            None => {
+                publish(&LOWER[i], now);
+                Layer::Lower
+            }
+        };
+        INSTALLED[i].store(
+            match layer {
+                Layer::Lower => LOWER_ON,
+                Layer::Upper => UPPER_ON,
+            },
+            Relaxed,
+        );
+        let mut hook = ours(i, layer);
+        // SAFETY: GIL held.
+        unsafe { PyMem_SetAllocator(domain, &mut hook) };
     }
-    ACTIVE.store(true, Relaxed);
-    for (i, domain) in DOMAINS {
-        if install[i] {
-            let mut hook = ours(i);
-            // SAFETY: GIL held.
-            unsafe { PyMem_SetAllocator(domain, &mut hook) };
-        }
-    }
+    ACTIVE.store(true, Release);
 }
 
-/// Stop counting and remove the hooks. Returns false when something else replaced our hooks
-/// during the window: its allocator is left in place (it forwards to ours, which forward on).
+/// Stop counting and remove the hooks. Returns false when the allocator chain changed during the
+/// window (the test started or stopped tracemalloc, or installed an allocator of its own): a
+/// foreign allocator is left in place on top (it forwards to ours, which forward on).
 pub(crate) fn uninstall() -> bool {
-    ACTIVE.store(false, Relaxed);
+    ACTIVE.store(false, Release);
     let mut intact = true;
     for (i, domain) in DOMAINS {
         let now = current(domain);
-        if is_ours(&now, i) {
-            let mut original = *original(i);
-            // SAFETY: GIL held.
-            unsafe { PyMem_SetAllocator(domain, &mut original) };
-            FOREIGN_ON_TOP[i].store(0, Relaxed);
-        } else {
-            // Someone installed an allocator during the window (or had one on top of ours
-            // from an earlier window): the numbers are not to be trusted this time.
-            if FOREIGN_ON_TOP[i].load(Relaxed) != malloc_address(&now) {
-                intact = false;
+        let installed = INSTALLED[i].swap(NONE, Relaxed);
+        match layer_of(&now, i) {
+            Some(Layer::Upper) => {
+                // Put the foreign allocator back on top, as it was before the window.
+                let mut below = *forward_to(&UPPER, i);
+                // SAFETY: GIL held.
+                unsafe { PyMem_SetAllocator(domain, &mut below) };
             }
-            FOREIGN_ON_TOP[i].store(malloc_address(&now), Relaxed);
+            Some(Layer::Lower) => {
+                let mut original = *forward_to(&LOWER, i);
+                // SAFETY: GIL held.
+                unsafe { PyMem_SetAllocator(domain, &mut original) };
+                BURIED[i].store(false, Relaxed);
+                if installed == UPPER_ON {
+                    // The allocator above our lower hooks went away (tracemalloc.stop()).
+                    intact = false;
+                }
+            }
+            None => {
+                // Someone installed an allocator over ours during the window.
+                intact = false;
+                if installed == LOWER_ON {
+                    BURIED[i].store(true, Relaxed);
+                }
+            }
         }
     }
     intact

@@ -18,6 +18,8 @@ const LEAF_BITS: u32 = 10;
 const MID_BITS: u32 = 16;
 const ADDRESS_BITS: u32 = 48;
 const ROOT_BITS: u32 = ADDRESS_BITS - SLOT_SHIFT - LEAF_BITS - MID_BITS;
+/// tracemalloc's domain of blocks from CPython's allocators (`PyMem_*`, `PyObject_*`).
+pub const ALLOCATOR_DOMAIN: u32 = 0;
 /// Slot value meaning "the size is in the side table".
 const SIDE: u32 = u32::MAX;
 
@@ -153,16 +155,6 @@ impl BlockTable {
         }
     }
 
-    /// Record `addr` only when it is not recorded yet; false when it was.
-    #[inline]
-    pub fn insert_new(&self, addr: usize, size: u64) -> bool {
-        if self.contains(addr) {
-            return false;
-        }
-        self.insert(addr, size);
-        true
-    }
-
     #[inline]
     pub fn contains(&self, addr: usize) -> bool {
         match self.slot(addr, false) {
@@ -272,7 +264,8 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// An allocation by the innermost allocator (or a replacement of an existing block).
+    /// A block allocated by the outermost allocator call of a thread. A key that is already
+    /// live (a block freed outside our view, its address reused) is replaced, as in tracemalloc.
     #[inline]
     pub fn allocated(&self, addr: usize, size: u64) {
         if let Some(old) = self.blocks.insert(addr, size) {
@@ -280,16 +273,6 @@ impl Ledger {
         }
         self.tally.add(size);
         self.tally.allocations.fetch_add(1, Relaxed);
-    }
-
-    /// An allocation seen by an outer allocator (pymalloc's domains) whose block may already
-    /// have been counted by the raw domain it delegates large requests to: count it once.
-    #[inline]
-    pub fn allocated_outer(&self, addr: usize, size: u64) {
-        if self.blocks.insert_new(addr, size) {
-            self.tally.add(size);
-            self.tally.allocations.fetch_add(1, Relaxed);
-        }
     }
 
     /// A block about to be freed or moved; returns its size if it was counted.
@@ -310,17 +293,32 @@ impl Ledger {
         self.tracked.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// `PyTraceMalloc_Track(domain, ptr, size)`: a buffer an extension allocated itself.
+    /// `PyTraceMalloc_Track(domain, ptr, size)`: a buffer an extension reports. Domain 0 is the
+    /// allocators' own key space: numpy ≥ 2.5 allocates through `PyMem_RawMalloc` *and* reports
+    /// the block, which then replaces the live key instead of counting twice (tracemalloc's rule).
     pub fn track(&self, domain: u32, addr: usize, size: u64) {
-        if let Some(old) = self.tracked().insert((domain, addr), size) {
-            self.tally.sub(old);
+        let replaced = if domain == ALLOCATOR_DOMAIN {
+            self.blocks.insert(addr, size)
+        } else {
+            self.tracked().insert((domain, addr), size)
+        };
+        match replaced {
+            Some(old) => self.tally.sub(old),
+            None => {
+                self.tally.allocations.fetch_add(1, Relaxed);
+            }
         }
         self.tally.add(size);
-        self.tally.allocations.fetch_add(1, Relaxed);
     }
 
+    /// `PyTraceMalloc_Untrack(domain, ptr)`.
     pub fn untrack(&self, domain: u32, addr: usize) {
-        if let Some(old) = self.tracked().remove(&(domain, addr)) {
+        let old = if domain == ALLOCATOR_DOMAIN {
+            self.blocks.remove(addr)
+        } else {
+            self.tracked().remove(&(domain, addr))
+        };
+        if let Some(old) = old {
             self.tally.sub(old);
         }
     }
@@ -412,25 +410,33 @@ mod tests {
         assert_eq!(l.released(0x100), Some(100));
         assert_eq!(l.totals().current, 50);
         assert_eq!(l.totals().peak, 150);
-        // the outer domain sees a block its raw delegate already counted: once
+        // a live key allocated again (freed outside our view) is replaced, not added
         l.allocated(0x300, 1000);
-        l.allocated_outer(0x300, 1000);
+        l.allocated(0x300, 1000);
         assert_eq!(
             l.totals(),
             Totals {
                 current: 1050,
                 peak: 1050,
-                allocations: 3
+                allocations: 4
             }
         );
-        l.allocated_outer(0x400, 10);
-        assert_eq!(l.totals().allocations, 4);
-        // extension buffers count in the same totals
+        // extension buffers of their own domain count in the same totals
         l.track(389047, 0x300, 4000);
-        assert_eq!(l.totals().current, 5060);
+        assert_eq!(l.totals().current, 5050);
         l.untrack(389047, 0x300);
         l.untrack(389047, 0x300);
+        assert_eq!(l.totals().current, 1050);
+        // domain 0 is the allocators' key space: a block allocated and also reported counts once
+        l.track(ALLOCATOR_DOMAIN, 0x300, 1000);
+        assert_eq!(l.totals().current, 1050);
+        assert_eq!(l.totals().allocations, 5);
+        l.track(ALLOCATOR_DOMAIN, 0x500, 10);
         assert_eq!(l.totals().current, 1060);
+        assert_eq!(l.totals().allocations, 6);
+        l.untrack(ALLOCATOR_DOMAIN, 0x300);
+        assert_eq!(l.totals().current, 60);
+        assert_eq!(l.released(0x300), None);
         l.reset();
         assert_eq!(l.totals(), Totals::default());
         assert_eq!(l.released(0x300), None);

@@ -1,12 +1,21 @@
 //! The meter: one measured window around a test's body.
 //!
-//! The determinism protocol (SPEC §3): before the window, `gc.collect()` (which also empties the
-//! free lists) and `gc.freeze()` (later collections then only scan what the test made) and clear
-//! the type attribute cache. The window is exactly the call of the test function: arguments are
-//! laid out for a vectorcall *before* the hooks go in, so not one byte of ours lands in the test's
-//! numbers. After the call, `gc.collect()` and a type-cache clear still inside the window, so
-//! frees of the test's garbage are seen; then retained is what is still live.
+//! The determinism protocol (SPEC §3): the plugin's own bookkeeping (collector statistics, the
+//! thread list) comes first; then `gc.freeze()` and a `gc.collect()` (cheap, since everything is
+//! frozen; it empties the free lists and the collector's counters) and a type-cache clear. The
+//! window is exactly the call of the test function: arguments are laid out for a vectorcall
+//! *before* the hooks go in, so not one byte of ours lands in the test's numbers. After the call,
+//! `gc.collect()` and a type-cache clear still inside the window, so frees of the test's garbage
+//! are seen; then retained is what is still live, and `gc.unfreeze()` hands every object back to
+//! the collector, so garbage made outside windows (fixtures) is collected as without the plugin.
+//! A real full collection, outside the window, runs when the heap grew since the last one
+//! (`Collector::maybe_full_collect`), so a run does not hold more garbage than it would
+//! unmeasured, and collections stay cheap.
+//!
+//! A window is opened and closed by `Window`; `measure` runs a synchronous call inside one, and
+//! the plugin opens one around the execution of a coroutine for async tests.
 
+mod guard;
 mod hooks;
 pub mod ledger;
 mod rss;
@@ -58,15 +67,16 @@ impl MeterKind {
 }
 
 /// What one window measured.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Measurement {
     pub peak: u64,
     pub retained: u64,
     pub allocations: u64,
     /// Objects that only the cycle collector freed.
     pub cycles: u64,
-    /// False when the test replaced the allocator during the window (tracemalloc.start()...).
-    pub intact: bool,
+    /// Why the numbers cannot be trusted (the test started tracemalloc, replaced an allocator…);
+    /// None for an intact measurement.
+    pub disturbed: Option<String>,
 }
 
 static BUSY: AtomicBool = AtomicBool::new(false);
@@ -212,12 +222,262 @@ fn wait_for_threads(before: Option<u64>) {
     }
 }
 
-/// Collect garbage and clear the type cache: the end of every window, and the start.
-fn settle() {
+/// Collect garbage and clear the type cache: the end of every window, and the start. Returns the
+/// number of objects the collection found unreachable.
+fn settle() -> u64 {
     // SAFETY: GIL held by the caller. PyGC_Collect saves and restores a pending exception.
     unsafe {
-        ffi::PyGC_Collect();
+        let found = ffi::PyGC_Collect();
         ffi::PyType_ClearCache();
+        found.max(0) as u64
+    }
+}
+
+/// Keeps `gc.freeze()` from outliving a window, and collections cheap: see the module docs.
+struct Collector;
+
+/// Bytes the C allocator has handed out and not taken back (large Python blocks go there): glibc
+/// counts them; elsewhere resident memory stands in.
+fn malloc_in_use() -> u64 {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: no preconditions; it walks glibc's arenas under their locks.
+        let info = unsafe { libc::mallinfo2() };
+        (info.uordblks + info.hblkhd) as u64
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        rss::read().current
+    }
+}
+
+/// The last real full collection: the heap right after it (pymalloc blocks, malloc's bytes),
+/// when it ended and how long it took.
+struct LastFull {
+    blocks: u64,
+    malloc: u64,
+    ended: std::time::Instant,
+    took: std::time::Duration,
+}
+
+static LAST_FULL: std::sync::Mutex<Option<LastFull>> = std::sync::Mutex::new(None);
+/// Objects were frozen before our first window (a conftest that calls `gc.freeze()` itself):
+/// then we never unfreeze, which would undo the user's own freeze.
+static USER_FROZE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+/// Full collections take at most about 1/`TIME_SHARE` of the run's time.
+const TIME_SHARE: u32 = 20;
+
+impl Collector {
+    fn heap(py: Python<'_>) -> PyResult<(u64, u64)> {
+        static BLOCKS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        let blocks = cached(py, &BLOCKS, "sys", "getallocatedblocks")?
+            .call0()?
+            .extract::<u64>()?;
+        Ok((blocks, malloc_in_use()))
+    }
+
+    /// Before a window (and before the plugin's bookkeeping): a real full collection, outside
+    /// the window. Objects that lived through a window come back from `gc.unfreeze()` in the
+    /// oldest generation, so fixture garbage would wait for CPython's rare full collections:
+    /// we run one when the heap grew by a quarter (CPython's rule for objects, here counted in
+    /// pymalloc blocks) or by an eighth plus 2 MiB of bytes in malloc's hands, or when one
+    /// twentieth of the time since the last one is what it took. That keeps the garbage of a
+    /// run near what it is unmeasured, for at most ~5 % of its time.
+    fn maybe_full_collect(py: Python<'_>) -> PyResult<()> {
+        static GET_FREEZE_COUNT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        if *USER_FROZE.get_or_init(|| {
+            cached(py, &GET_FREEZE_COUNT, "gc", "get_freeze_count")
+                .and_then(|f| f.call0()?.extract::<u64>())
+                .is_ok_and(|n| n > 0)
+        }) {
+            return Ok(());
+        }
+        let (blocks, malloc) = Self::heap(py)?;
+        let mut last = LAST_FULL.lock().unwrap_or_else(|e| e.into_inner());
+        let due = match &*last {
+            None => true,
+            Some(l) => {
+                blocks > l.blocks + l.blocks / 4 + 10_000
+                    || malloc > l.malloc + l.malloc / 8 + (2 << 20)
+                    || l.ended.elapsed() > l.took * TIME_SHARE
+            }
+        };
+        if due {
+            let started = std::time::Instant::now();
+            settle();
+            let took = started.elapsed();
+            let (blocks, malloc) = Self::heap(py)?;
+            *last = Some(LastFull {
+                blocks,
+                malloc,
+                ended: std::time::Instant::now(),
+                took,
+            });
+        }
+        Ok(())
+    }
+
+    fn freeze(py: Python<'_>) -> PyResult<()> {
+        static FREEZE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        cached(py, &FREEZE, "gc", "freeze")?.call0()?;
+        Ok(())
+    }
+
+    fn unfreeze(py: Python<'_>) -> PyResult<()> {
+        static UNFREEZE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        if USER_FROZE.get() == Some(&true) {
+            return Ok(());
+        }
+        cached(py, &UNFREEZE, "gc", "unfreeze")?.call0()?;
+        Ok(())
+    }
+}
+
+/// One measured window. Opening it does the determinism protocol and installs the meter;
+/// closing it (always, also when the test raised) reads the numbers and removes the meter.
+pub struct Window {
+    kind: MeterKind,
+    _busy: Busy,
+    cycles_before: u64,
+    threads: Option<u64>,
+    tracemalloc: Option<Tracemalloc>,
+    rss_before: rss::Rss,
+    disturbed: Option<String>,
+    /// Still counting: a window dropped without `close` (an abandoned coroutine) removes the
+    /// hooks all the same.
+    counting: bool,
+}
+
+impl Drop for Window {
+    fn drop(&mut self) {
+        if self.counting && self.kind == MeterKind::Python {
+            hooks::uninstall();
+        }
+    }
+}
+
+impl Window {
+    pub fn open(py: Python<'_>, kind: MeterKind) -> PyResult<Window> {
+        let busy = Busy::take()?;
+        let tracemalloc = match kind {
+            MeterKind::Tracemalloc => Some(Tracemalloc::resolve(py)?),
+            _ => None,
+        };
+        if kind == MeterKind::Python {
+            guard::watch_tracemalloc(py)?;
+        }
+        // Our own bookkeeping first: whatever it allocates and frees refills free lists, which
+        // the collection below empties again.
+        Collector::maybe_full_collect(py)?;
+        let idents = running_threads(py)?;
+        let stats_before = collected_so_far(py)?;
+        let mut disturbed = None;
+        if let Err(n) = hooks::exclude_threads(&idents) {
+            disturbed = Some(format!(
+                "{n} threads were already running; the allocations of more than {} cannot be told apart from the test's",
+                hooks::MAX_EXCLUDED
+            ));
+        }
+        let threads = os_threads();
+        Collector::freeze(py)?;
+        let cycles_before = stats_before + settle();
+        let mut rss_before = rss::Rss::default();
+        match kind {
+            MeterKind::Python => {
+                if let Some(failure) = track::redirect_extensions() {
+                    disturbed.get_or_insert(failure);
+                }
+                guard::reset();
+                hooks::install();
+            }
+            MeterKind::Tracemalloc => {
+                let tm = tracemalloc.as_ref().expect("resolved above");
+                // SAFETY: GIL held; a plain no-argument call whose result (None) is released.
+                unsafe {
+                    let r = ffi::PyObject_CallNoArgs(tm.start.as_ptr());
+                    if r.is_null() {
+                        let err = PyErr::fetch(py);
+                        Collector::unfreeze(py)?;
+                        return Err(err);
+                    }
+                    ffi::Py_DECREF(r);
+                }
+            }
+            MeterKind::Rss => rss_before = rss::reset_peak(),
+        }
+        Ok(Window {
+            kind,
+            _busy: busy,
+            cycles_before,
+            threads,
+            tracemalloc,
+            rss_before,
+            disturbed,
+            counting: true,
+        })
+    }
+
+    /// Close the window: `completed` is false when the test raised (its exception may be
+    /// pending; it is kept). The numbers of a test that raised are not read.
+    pub fn close(mut self, py: Python<'_>, completed: bool) -> PyResult<Measurement> {
+        let mut m = Measurement::default();
+        self.counting = false;
+        if completed {
+            wait_for_threads(self.threads);
+        }
+        match self.kind {
+            MeterKind::Python => {
+                if completed {
+                    settle();
+                }
+                let totals = hooks::ledger().totals();
+                let intact = hooks::uninstall();
+                m.peak = totals.peak;
+                m.retained = totals.current;
+                m.allocations = totals.allocations;
+                if !intact {
+                    m.disturbed = Some(
+                        "the test changed the memory allocator (tracemalloc.start() or stop(), or an allocator of its own)".into(),
+                    );
+                }
+            }
+            MeterKind::Tracemalloc => {
+                let tm = self.tracemalloc.as_ref().expect("resolved at open");
+                let pending = PyErr::take(py);
+                if completed && pending.is_none() {
+                    settle();
+                    let (current, peak): (u64, u64) = tm.traced.call0(py)?.extract(py)?;
+                    m.peak = peak;
+                    m.retained = current;
+                }
+                tm.stop.call0(py)?;
+                if let Some(err) = pending {
+                    err.restore(py);
+                }
+            }
+            MeterKind::Rss => {
+                if completed {
+                    settle();
+                    let after = rss::read();
+                    m.peak = after.peak.saturating_sub(self.rss_before.current);
+                    m.retained = after.current.saturating_sub(self.rss_before.current);
+                }
+            }
+        }
+        // From here on the hooks are out: Python calls are free again. Keep the test's error.
+        let pending = PyErr::take(py);
+        Collector::unfreeze(py)?;
+        m.cycles = collected_so_far(py)?.saturating_sub(self.cycles_before);
+        if self.kind == MeterKind::Python {
+            if let Some(reason) = guard::tracemalloc_touched(py)? {
+                m.disturbed.get_or_insert(reason);
+            }
+        }
+        m.disturbed = m.disturbed.or(self.disturbed.take());
+        if let Some(err) = pending {
+            err.restore(py);
+        }
+        Ok(m)
     }
 }
 
@@ -230,67 +490,24 @@ pub fn measure<'py>(
     args: &Bound<'py, PyTuple>,
     kwargs: Option<&Bound<'py, PyDict>>,
 ) -> PyResult<(Bound<'py, PyAny>, Measurement)> {
-    static FREEZE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    let _busy = Busy::take()?;
     let mut call = Call::new(args, kwargs)?;
-    let freeze = cached(py, &FREEZE, "gc", "freeze")?;
-    let tracemalloc = match kind {
-        MeterKind::Tracemalloc => Some(Tracemalloc::resolve(py)?),
-        _ => None,
-    };
-    settle();
-    freeze.call0()?;
-    let cycles_before = collected_so_far(py)?;
-    let threads = os_threads();
-    hooks::exclude_threads(&running_threads(py)?);
-
-    let (result, mut m) = match kind {
-        MeterKind::Python => window_python(&mut call, func, threads),
-        MeterKind::Tracemalloc => {
-            let tm = tracemalloc.as_ref().expect("resolved above");
-            window_tracemalloc(py, tm, &mut call, func, threads)?
-        }
-        MeterKind::Rss => window_rss(&mut call, func),
-    };
+    let window = Window::open(py, kind)?;
+    let result = call.invoke(func);
+    let m = window.close(py, !result.is_null())?;
     // SAFETY: `result` is a new reference or null with the Python error set.
     let result = unsafe { Bound::from_owned_ptr_or_err(py, result) }?;
-    m.cycles = collected_so_far(py)?.saturating_sub(cycles_before);
     Ok((result, m))
 }
 
-fn window_python<'py>(
-    call: &mut Call<'py>,
-    func: &Bound<'py, PyAny>,
-    threads: Option<u64>,
-) -> (*mut ffi::PyObject, Measurement) {
-    track::redirect_extensions();
-    hooks::install();
-    let result = call.invoke(func);
-    if !result.is_null() {
-        wait_for_threads(threads);
-        settle();
-    }
-    let totals = hooks::ledger().totals();
-    let intact = hooks::uninstall();
-    let m = Measurement {
-        peak: totals.peak,
-        retained: totals.current,
-        allocations: totals.allocations,
-        cycles: 0,
-        intact,
-    };
-    (result, m)
-}
-
 /// tracemalloc's functions, resolved before the window so the import stays out of it.
-struct Tracemalloc<'py> {
-    start: Bound<'py, PyAny>,
-    stop: Bound<'py, PyAny>,
-    traced: Bound<'py, PyAny>,
+struct Tracemalloc {
+    start: Py<PyAny>,
+    stop: Py<PyAny>,
+    traced: Py<PyAny>,
 }
 
-impl<'py> Tracemalloc<'py> {
-    fn resolve(py: Python<'py>) -> PyResult<Self> {
+impl Tracemalloc {
+    fn resolve(py: Python<'_>) -> PyResult<Self> {
         static IS_TRACING: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
         static START: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
         static STOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -305,66 +522,11 @@ impl<'py> Tracemalloc<'py> {
             .into());
         }
         Ok(Tracemalloc {
-            start: cached(py, &START, "tracemalloc", "start")?,
-            stop: cached(py, &STOP, "tracemalloc", "stop")?,
-            traced: cached(py, &TRACED, "tracemalloc", "get_traced_memory")?,
+            start: cached(py, &START, "tracemalloc", "start")?.unbind(),
+            stop: cached(py, &STOP, "tracemalloc", "stop")?.unbind(),
+            traced: cached(py, &TRACED, "tracemalloc", "get_traced_memory")?.unbind(),
         })
     }
-}
-
-fn window_tracemalloc<'py>(
-    py: Python<'py>,
-    tm: &Tracemalloc<'py>,
-    call: &mut Call<'py>,
-    func: &Bound<'py, PyAny>,
-    threads: Option<u64>,
-) -> PyResult<(*mut ffi::PyObject, Measurement)> {
-    // SAFETY: GIL held; a plain no-argument call whose result (None) is released at once.
-    unsafe {
-        let r = ffi::PyObject_CallNoArgs(tm.start.as_ptr());
-        if r.is_null() {
-            return Err(PyErr::fetch(py));
-        }
-        ffi::Py_DECREF(r);
-    }
-    let result = call.invoke(func);
-    let mut m = Measurement {
-        intact: true,
-        ..Measurement::default()
-    };
-    if result.is_null() {
-        // Keep the test's exception across the stop() call.
-        let err = PyErr::fetch(py);
-        tm.stop.call0()?;
-        err.restore(py);
-    } else {
-        wait_for_threads(threads);
-        settle();
-        let (current, peak): (u64, u64) = tm.traced.call0()?.extract()?;
-        m.peak = peak;
-        m.retained = current;
-        tm.stop.call0()?;
-    }
-    Ok((result, m))
-}
-
-fn window_rss<'py>(
-    call: &mut Call<'py>,
-    func: &Bound<'py, PyAny>,
-) -> (*mut ffi::PyObject, Measurement) {
-    let before = rss::reset_peak();
-    let result = call.invoke(func);
-    let mut m = Measurement {
-        intact: true,
-        ..Measurement::default()
-    };
-    if !result.is_null() {
-        settle();
-        let after = rss::read();
-        m.peak = after.peak.saturating_sub(before.current);
-        m.retained = after.current.saturating_sub(before.current);
-    }
-    (result, m)
 }
 
 /// Bytes of the python meter's own bookkeeping (its shadow table).

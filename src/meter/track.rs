@@ -47,7 +47,9 @@ mod elf {
     use std::ffi::{c_int, c_void, CStr};
     use std::sync::Mutex;
 
-    use libc::{dl_iterate_phdr, dl_phdr_info, Elf64_Rela, Elf64_Sym, PT_DYNAMIC, PT_GNU_RELRO};
+    use libc::{
+        dl_iterate_phdr, dl_phdr_info, Elf64_Rel, Elf64_Rela, Elf64_Sym, PT_DYNAMIC, PT_GNU_RELRO,
+    };
 
     #[repr(C)]
     struct Elf64_Dyn {
@@ -61,6 +63,9 @@ mod elf {
     const DT_SYMTAB: i64 = 6;
     const DT_RELA: i64 = 7;
     const DT_RELASZ: i64 = 8;
+    const DT_REL: i64 = 17;
+    const DT_RELSZ: i64 = 18;
+    const DT_PLTREL: i64 = 20;
     const DT_JMPREL: i64 = 23;
 
     /// The loader's (adds, subs) counters at the last scan: unchanged means nothing new to patch.
@@ -71,6 +76,8 @@ mod elf {
         own: usize,
         counts: Option<(u64, u64)>,
         patched: usize,
+        /// Slots we could not write (mprotect refused).
+        failed: usize,
     }
 
     unsafe extern "C" fn first(info: *mut dl_phdr_info, _size: usize, data: *mut c_void) -> c_int {
@@ -103,7 +110,9 @@ mod elf {
         }
         let Some(mut d) = dynamic else { return 0 };
         let (mut strtab, mut symtab) = (0usize, 0usize);
-        let mut tables = [(0usize, 0usize); 2];
+        // (address, size, entries with addend): DT_RELA, DT_REL, then the PLT table, whose kind
+        // DT_PLTREL gives (RELA on x86_64 and aarch64, REL elsewhere).
+        let mut tables = [(0usize, 0usize, true), (0, 0, false), (0, 0, true)];
         // Some loaders relocate these addresses in place, some do not.
         let fix = |p: u64| {
             if (p as usize) < base {
@@ -119,8 +128,11 @@ mod elf {
                 DT_SYMTAB => symtab = fix(v),
                 DT_RELA => tables[0].0 = fix(v),
                 DT_RELASZ => tables[0].1 = v as usize,
-                DT_JMPREL => tables[1].0 = fix(v),
-                DT_PLTRELSZ => tables[1].1 = v as usize,
+                DT_REL => tables[1].0 = fix(v),
+                DT_RELSZ => tables[1].1 = v as usize,
+                DT_JMPREL => tables[2].0 = fix(v),
+                DT_PLTRELSZ => tables[2].1 = v as usize,
+                DT_PLTREL => tables[2].2 = v as i64 == DT_RELA,
                 _ => {}
             }
             d = d.add(1);
@@ -128,16 +140,30 @@ mod elf {
         if strtab == 0 || symtab == 0 {
             return 0;
         }
-        for (table, size) in tables {
+        for (table, size, with_addend) in tables {
             if table == 0 {
                 continue;
             }
-            let relocs = std::slice::from_raw_parts(
-                table as *const Elf64_Rela,
-                size / std::mem::size_of::<Elf64_Rela>(),
-            );
-            for r in relocs {
-                let sym_index = (r.r_info >> 32) as usize;
+            // (r_offset, r_info) of each entry; the two layouts share their first two fields.
+            let entries: Vec<(u64, u64)> = if with_addend {
+                std::slice::from_raw_parts(
+                    table as *const Elf64_Rela,
+                    size / std::mem::size_of::<Elf64_Rela>(),
+                )
+                .iter()
+                .map(|r| (r.r_offset, r.r_info))
+                .collect()
+            } else {
+                std::slice::from_raw_parts(
+                    table as *const Elf64_Rel,
+                    size / std::mem::size_of::<Elf64_Rel>(),
+                )
+                .iter()
+                .map(|r| (r.r_offset, r.r_info))
+                .collect()
+            };
+            for (offset, info) in entries {
+                let sym_index = (info >> 32) as usize;
                 if sym_index == 0 {
                     continue;
                 }
@@ -145,9 +171,12 @@ mod elf {
                 let name = CStr::from_ptr((strtab + sym.st_name as usize) as *const _).to_bytes();
                 for (wanted, replacement) in scan.replacements {
                     if name == wanted {
-                        let slot = base + r.r_offset as usize;
-                        patch(slot, replacement, relro);
-                        scan.patched += 1;
+                        let slot = base + offset as usize;
+                        if patch(slot, replacement, relro) {
+                            scan.patched += 1;
+                        } else {
+                            scan.failed += 1;
+                        }
                     }
                 }
             }
@@ -155,23 +184,38 @@ mod elf {
         0
     }
 
-    unsafe fn patch(slot: usize, value: usize, relro: Option<(usize, usize)>) {
+    /// Write `value` into the GOT slot at `slot`; false when it could not be made writable.
+    /// The loader made the pages wholly inside PT_GNU_RELRO read-only (it rounds the end down to
+    /// a page: a partial last page stays writable); only those are unprotected and protected again.
+    unsafe fn patch(slot: usize, value: usize, relro: Option<(usize, usize)>) -> bool {
         let page = 4096usize.max(libc::sysconf(libc::_SC_PAGESIZE) as usize);
         let start = slot & !(page - 1);
-        let protected = relro.is_some_and(|(s, len)| (s..s + len).contains(&slot));
-        libc::mprotect(
-            start as *mut c_void,
-            page,
-            libc::PROT_READ | libc::PROT_WRITE,
-        );
+        let read_only = relro.is_some_and(|(s, len)| {
+            let first = s & !(page - 1);
+            let end = (s + len) & !(page - 1);
+            (first..end).contains(&start)
+        });
+        if read_only
+            && libc::mprotect(
+                start as *mut c_void,
+                page,
+                libc::PROT_READ | libc::PROT_WRITE,
+            ) != 0
+        {
+            return false;
+        }
         std::ptr::write_volatile(slot as *mut usize, value);
-        if protected {
+        if read_only {
+            // Failing to protect it again leaves a writable page, not a wrong count.
             libc::mprotect(start as *mut c_void, page, libc::PROT_READ);
         }
+        true
     }
 
-    /// Patch objects loaded since the last call. Returns the number of slots patched now.
-    pub fn redirect(track: usize, untrack: usize) -> usize {
+    /// Patch objects loaded since the last call. Err with the number of slots that could not
+    /// be patched, ever: a failure stays reported for every later window.
+    pub fn redirect(track: usize, untrack: usize) -> Result<usize, usize> {
+        static FAILED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
         let mut scan = Scan {
             replacements: [
@@ -181,30 +225,41 @@ mod elf {
             own: track,
             counts: None,
             patched: 0,
+            failed: 0,
         };
         // SAFETY: dl_iterate_phdr hands us the loader's own program headers.
         unsafe { dl_iterate_phdr(Some(first), &mut scan as *mut Scan as *mut c_void) };
         let counts = scan.counts.unwrap_or_default();
-        if counts == *seen {
-            return 0;
+        if counts != *seen {
+            // Objects patched before are patched again with the same value: harmless, and
+            // simpler than remembering which ones a reload may have replaced.
+            // SAFETY: as above; `visit` reads only mapped, loader-provided tables.
+            unsafe { dl_iterate_phdr(Some(visit), &mut scan as *mut Scan as *mut c_void) };
+            *seen = counts;
+            FAILED.fetch_max(scan.failed, std::sync::atomic::Ordering::Relaxed);
         }
-        // Objects patched before are patched again with the same value: harmless, and simpler
-        // than remembering which ones a reload may have replaced.
-        // SAFETY: as above; `visit` reads only mapped, loader-provided tables.
-        unsafe { dl_iterate_phdr(Some(visit), &mut scan as *mut Scan as *mut c_void) };
-        *seen = counts;
-        scan.patched
+        match FAILED.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => Ok(scan.patched),
+            n => Err(n),
+        }
     }
 }
 
-/// Make loaded extensions report their buffers to us. Cheap when nothing new was loaded.
-pub(crate) fn redirect_extensions() -> usize {
+/// Make loaded extensions report their buffers to us. Cheap when nothing new was loaded. Returns
+/// why buffers reported by extensions cannot be counted, if they cannot.
+pub(crate) fn redirect_extensions() -> Option<String> {
     #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
     {
         elf::redirect(track as *const () as usize, untrack as *const () as usize)
+            .err()
+            .map(|n| {
+                format!(
+                    "{n} imports of PyTraceMalloc_Track/Untrack could not be redirected (mprotect refused): buffers that extensions report are not counted"
+                )
+            })
     }
     #[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
     {
-        0
+        None
     }
 }
