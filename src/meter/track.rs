@@ -190,11 +190,7 @@ mod elf {
     unsafe fn patch(slot: usize, value: usize, relro: Option<(usize, usize)>) -> bool {
         let page = 4096usize.max(libc::sysconf(libc::_SC_PAGESIZE) as usize);
         let start = slot & !(page - 1);
-        let read_only = relro.is_some_and(|(s, len)| {
-            let first = s & !(page - 1);
-            let end = (s + len) & !(page - 1);
-            (first..end).contains(&start)
-        });
+        let read_only = relro.is_some_and(|relro| super::loader_protected(start, relro, page));
         if read_only
             && libc::mprotect(
                 start as *mut c_void,
@@ -245,6 +241,19 @@ mod elf {
     }
 }
 
+/// Whether the loader made the page at `page_start` read-only for a PT_GNU_RELRO segment
+/// `(start, len)`: it protects whole pages from the segment's start, rounded down, to its end,
+/// rounded down, so a last partial page stays writable.
+#[cfg_attr(
+    not(all(target_os = "linux", target_pointer_width = "64")),
+    allow(dead_code)
+)]
+fn loader_protected(page_start: usize, (start, len): (usize, usize), page: usize) -> bool {
+    let first = start & !(page - 1);
+    let end = (start + len) & !(page - 1);
+    (first..end).contains(&page_start)
+}
+
 /// Make loaded extensions report their buffers to us. Cheap when nothing new was loaded. Returns
 /// why buffers reported by extensions cannot be counted, if they cannot.
 pub(crate) fn redirect_extensions() -> Option<String> {
@@ -261,5 +270,26 @@ pub(crate) fn redirect_extensions() -> Option<String> {
     #[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
     {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loader_protected;
+
+    #[test]
+    fn relro_protects_whole_pages_only() {
+        let page = 4096;
+        // A segment from 0x1010 to 0x3800: pages 0x1000 and 0x2000 are read-only, 0x3000
+        // (partial: the loader rounds the end down) stays writable, as do pages outside.
+        let relro = (0x1010, 0x27f0);
+        assert!(loader_protected(0x1000, relro, page));
+        assert!(loader_protected(0x2000, relro, page));
+        assert!(!loader_protected(0x3000, relro, page));
+        assert!(!loader_protected(0x0000, relro, page));
+        assert!(!loader_protected(0x4000, relro, page));
+        // A segment ending exactly on a page boundary protects that last page.
+        assert!(loader_protected(0x1000, (0x1000, 0x1000), page));
+        assert!(!loader_protected(0x2000, (0x1000, 0x1000), page));
     }
 }
