@@ -195,3 +195,32 @@ def test_isolated_asyncio_testcase_bodies_run_and_are_measured(project):
     assert "never awaited" not in result.stdout.str() + result.stderr.str()
     peak = tests["Case::test_holds"]["measured"]["peak"]
     assert 2_000_000 <= peak < 5_000_000, peak
+
+
+def test_hypothesis_async_tests_under_pytest_asyncio_run_every_example(project):
+    pytest.importorskip("hypothesis")
+    project.pytester.makepyfile(
+        test_hyp="""
+        import asyncio
+        import pytest
+        from hypothesis import given, settings, strategies as st
+
+        SEEN = []
+
+        @pytest.mark.asyncio
+        @settings(max_examples=7, derandomize=True, database=None)
+        @given(st.integers(0, 10))
+        async def test_examples(n):
+            await asyncio.sleep(0)
+            SEEN.append(bytearray(100_000))
+
+        def test_all_examples_ran():
+            assert len(SEEN) >= 7
+        """
+    )
+    plain = project.run()
+    assert plain.ret == 0, plain.stdout.str()
+    result, tests = _results(project, "--memcheck-confirm=no")
+    assert outcomes(result) == {"passed": 2}, result.stdout.str()
+    # The examples ran inside the window: their buffers are the test's peak.
+    assert tests["test_examples"]["measured"]["peak"] >= 7 * 100_000

@@ -6,6 +6,7 @@ Rust engine; this module only connects it to pytest's hooks.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import shlex
@@ -372,14 +373,11 @@ class Manager:
         if rules is None:
             return (yield)
         original = item.obj
-        call = MeasuredCall(self, item, original, rules)
-        if _is_async(original):
-            stand_in: Callable[..., Any] = call.run_async
-            # unittest runs an async test method itself (IsolatedAsyncioTestCase looks the
-            # method up on the instance), so the stand-in goes there too.
-            instance = getattr(item, "instance", None) if _is_unittest(item) else None
-        else:
-            stand_in, instance = call.run, None
+        stand_in = MeasuredCall(self, item, original, rules).stand_in()
+        # unittest runs an async test method itself (IsolatedAsyncioTestCase looks the method up
+        # on the instance), so the stand-in goes there too.
+        is_async = _is_async(original)
+        instance = getattr(item, "instance", None) if is_async and _is_unittest(item) else None
         item.obj = stand_in
         if instance is not None:
             setattr(instance, item.name, stand_in)
@@ -574,6 +572,22 @@ class MeasuredCall:
         self.func = func
         self.rules = rules
         self.meter = manager.engine.meter
+
+    def stand_in(self) -> Callable[..., Any]:
+        """What replaces the test function: a plain or an `async def` function as the test is
+        (so async plugins recognise it), carrying the original's attributes (Hypothesis's
+        `.hypothesis` handle, which pytest-asyncio reaches through the test function)."""
+        if _is_async(self.func):
+
+            async def stand_in(*args: Any, **kwargs: Any) -> Any:
+                return await self.run_async(*args, **kwargs)
+        else:
+
+            def stand_in(*args: Any, **kwargs: Any) -> Any:
+                return self.run(*args, **kwargs)
+
+        functools.update_wrapper(stand_in, self.func)
+        return stand_in
 
     # -- the two ways to serve the policy ---------------------------------------------------
     def run(self, *args: Any, **kwargs: Any) -> Any:
