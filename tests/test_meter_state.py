@@ -73,8 +73,11 @@ def test_tracemalloc_in_a_test_is_reported_and_later_tests_are_exact_again(proje
     assert project.run("--memcheck", "--memcheck-json", str(path), str(alone)).ret == 0
     [reference] = json.loads(path.read_text())["tests"]
     for name in ("test_b_later.py::test_later", "test_e_later.py::test_later"):
-        later = next(t for t in json.loads((project.path / "results.json").read_text())["tests"]
-                     if t["nodeid"] == name)
+        later = next(
+            t
+            for t in json.loads((project.path / "results.json").read_text())["tests"]
+            if t["nodeid"] == name
+        )
         assert later["outcome"] == "new"
         assert later["measured"] == reference["measured"], (name, later, reference)
 

@@ -13,6 +13,7 @@ import gc
 import linecache
 import os
 import sys
+import time
 import tracemalloc
 from collections import Counter
 from dataclasses import dataclass, field
@@ -22,6 +23,11 @@ from typing import Any, Callable
 
 FRAMES = 25
 TOP = 5
+# The diagnosis run is bounded: peak snapshots (a profile hook, the costly part) stop after
+# PROFILE_SECONDS of the run, and the back-reference search after CHAIN_SECONDS or CHAIN_OBJECTS.
+PROFILE_SECONDS = 10.0
+CHAIN_SECONDS = 2.0
+CHAIN_OBJECTS = 20_000
 # Frames of these are folded away: the site is the innermost frame of the user's own code.
 FOLDED = (
     os.sep + "_pytest" + os.sep,
@@ -59,6 +65,8 @@ class Diagnosis:
     # Folded stacks (`frame;frame size` lines) for flame graphs, all sites.
     peak_folded: str = ""
     retained_folded: str = ""
+    # Set when the diagnosis hit one of its bounds: what was left out.
+    note: str | None = None
 
     def dump(self, directory: Path, nodeid: str, root: Path) -> None:
         """`--memcheck-dump`: folded stacks and flame graphs of the peak and the retained
@@ -118,6 +126,8 @@ class Diagnosis:
             lines.append(
                 f"  reference cycles: {cycles} objects were freed only by the cycle collector"
             )
+        if self.note:
+            lines.append(f"  ({self.note})")
         return "\n".join(lines)
 
 
@@ -192,13 +202,23 @@ def _type_name(obj: Any) -> str:
     return t.__qualname__ if module == "builtins" else f"{module}.{t.__qualname__}"
 
 
+class _SearchBound(Exception):
+    """The back-reference search ran out of its budget."""
+
+
 def _backref_chain(target: Any, ignore: set[int], depth: int = 10) -> str | None:
-    """objgraph's find_backref_chain, briefly: a path from a module global to `target`."""
+    """objgraph's find_backref_chain, briefly: a path from a module global to `target`. Bounded:
+    at most CHAIN_OBJECTS referrers looked at, for at most CHAIN_SECONDS (then _SearchBound)."""
+    deadline = time.perf_counter() + CHAIN_SECONDS
+    visited = 0
     seen = {id(target)} | ignore
     queue: list[tuple[Any, list[str]]] = [(target, [_type_name(target)])]
     for _ in range(depth):
         nxt = []
         for obj, path in queue:
+            visited += 1
+            if visited > CHAIN_OBJECTS or time.perf_counter() > deadline:
+                raise _SearchBound
             for ref in gc.get_referrers(obj):
                 if id(ref) in seen or isinstance(ref, FrameType):
                     continue
@@ -224,8 +244,18 @@ class _Tracing:
 
     def __init__(self) -> None:
         self.peak: dict[str, Any] = {"bytes": 0, "snapshot": None}
+        self.events = 0
+        self.deadline = 0.0
+        self.profile_stopped = False
 
     def _on_event(self, frame: FrameType, event: str, arg: Any) -> None:
+        self.events += 1
+        if self.events % 1024 == 0 and time.perf_counter() > self.deadline:
+            # A loop-heavy test under a profile hook and repeated snapshots could run for
+            # minutes: past the budget the run goes on under tracemalloc alone.
+            sys.setprofile(None)
+            self.profile_stopped = True
+            return
         if event in ("return", "c_return"):
             current = tracemalloc.get_traced_memory()[0]
             # A new high, by enough to matter: snapshots are costly.
@@ -241,6 +271,7 @@ class _Tracing:
         gc.collect()
         gc.freeze()
         tracemalloc.start(FRAMES)
+        self.deadline = time.perf_counter() + PROFILE_SECONDS
         sys.setprofile(self._on_event)
         return None
 
@@ -267,14 +298,26 @@ class _Tracing:
         counts = Counter(_type_name(o) for o in survivors)
         growth = counts.most_common(TOP)
         chain = None
+        bounded = False
         if growth:
             target = next(o for o in survivors if _type_name(o) == growth[0][0])
-            chain = _backref_chain(target, {id(survivors)} | ours)
+            try:
+                chain = _backref_chain(target, {id(survivors)} | ours)
+            except _SearchBound:
+                bounded = True
         del survivors
         filters = [tracemalloc.Filter(False, tracemalloc.__file__)]
         snapshot = self.peak["snapshot"]
         at_peak = snapshot.filter_traces(filters) if snapshot else None
         retained = retained.filter_traces(filters)
+        notes = []
+        if self.profile_stopped:
+            notes.append(f"peak sites from the first {PROFILE_SECONDS:g} s of the run")
+        if bounded:
+            notes.append(
+                f"the search for a holder stopped at its bounds ({CHAIN_OBJECTS} objects, "
+                f"{CHAIN_SECONDS:g} s)"
+            )
         return Diagnosis(
             _sites(at_peak)[:TOP] if at_peak else [],
             _sites(retained)[:TOP],
@@ -282,6 +325,7 @@ class _Tracing:
             chain,
             peak_folded=_folded(at_peak) if at_peak else "",
             retained_folded=_folded(retained),
+            note="; ".join(notes) or None,
         )
 
 

@@ -296,6 +296,7 @@ class Manager:
         self.update: str | None = config.option.memcheck_update
         self.leaks: tuple[int, int, int] | None = config.option.memcheck_leaks
         self.leaking: list[str] = []
+        self.diagnosed = 0
         self.is_worker = hasattr(config, "workerinput")
         self.collected: list[str] = []
         self.incomplete_reasons: list[str] = []
@@ -532,6 +533,9 @@ class Manager:
 
 
 MEASURE, CALL, DIAGNOSE = "measure", "call", "diagnose"
+# Each diagnosis runs a failing test once more under tracemalloc: a run with many failures
+# (a baseline from elsewhere, a broad regression) gets the first ones diagnosed, not all.
+MAX_DIAGNOSES = 10
 
 
 def _is_async(func: Any) -> bool:
@@ -678,7 +682,7 @@ class MeasuredCall:
                 verdict = engine.judge(item.nodeid, first.least(second), rules, hint)
         diagnosis = None
         if verdict.fails(not manager.update) and verdict.outcome == "over":
-            diagnosis = yield DIAGNOSE
+            diagnosis = yield from self._diagnosis(confirm)
             dump_dir = manager.config.option.memcheck_dump
             if dump_dir and not diagnosis.error:
                 where = Path(manager.config.invocation_params.dir, dump_dir)
@@ -688,6 +692,20 @@ class MeasuredCall:
                     warnings.warn(f"memcheck: no dump for {item.nodeid}: {e}", stacklevel=1)
         item.stash[VERDICT] = (verdict, first, second, diagnosis)
         return result
+
+    def _diagnosis(self, may_run_again: bool) -> Generator[str, Any, Any]:
+        """A run of the body under tracemalloc for the failure message: never for a test that
+        must not run twice, and for at most MAX_DIAGNOSES tests a session."""
+        from pytest_memcheck.diagnose import Diagnosis
+
+        if not may_run_again:
+            return Diagnosis([], [], [], None, "the test is marked confirm=False: it runs once")
+        if self.manager.diagnosed >= MAX_DIAGNOSES:
+            return Diagnosis(
+                [], [], [], None, f"{MAX_DIAGNOSES} tests were diagnosed already in this run"
+            )
+        self.manager.diagnosed += 1
+        return (yield DIAGNOSE)
 
     def _hunt_leak(self) -> Generator[str, Any, Any]:
         """CPython's regrtest -R rule: after warm-ups, a leak only if every measured run retained
