@@ -152,6 +152,13 @@ impl Window {
     }
 }
 
+/// Take the threads running now (but the calling one) as the test run's machinery, whose
+/// allocations no measurement counts; returns how many. Called once, before the first test.
+#[pyfunction]
+fn exclude_threads_running_now(py: Python<'_>) -> PyResult<usize> {
+    meter::exclude_threads_running_now(py)
+}
+
 /// Bytes held by the python meter's own bookkeeping.
 #[pyfunction]
 fn meter_footprint() -> u64 {
@@ -509,6 +516,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(write_flamegraph, m)?)?;
     m.add_function(wrap_pyfunction!(dump_stem, m)?)?;
     m.add_function(wrap_pyfunction!(meter_footprint, m)?)?;
+    m.add_function(wrap_pyfunction!(exclude_threads_running_now, m)?)?;
     m.add_function(wrap_pyfunction!(parse_size, m)?)?;
     m.add_function(wrap_pyfunction!(parse_percent, m)?)?;
     m.add_function(wrap_pyfunction!(format_size, m)?)?;

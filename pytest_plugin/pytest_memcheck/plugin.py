@@ -315,6 +315,9 @@ class Manager:
             self.incomplete_reasons.append("--deselect")
         if any("::" in a for a in config.args):
             self.incomplete_reasons.append("node-id selection")
+        # Threads running before any test are the run's machinery (pytest-xdist's, a plugin's):
+        # never counted. Every thread started later counts, pools and servers included.
+        _engine.exclude_threads_running_now()
         # The xdist controller measures nothing and collects nothing: workers do both.
         self.distributed = not self.is_worker and getattr(opt, "dist", "no") != "no"
         if self.distributed:

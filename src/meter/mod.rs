@@ -119,7 +119,37 @@ fn collected_so_far(py: Python<'_>) -> PyResult<u64> {
     Ok(total)
 }
 
-/// Idents of the Python threads other than this one, already running before the window.
+/// Threads of the test run's own machinery, running before any test (pytest-xdist's, a
+/// plugin's): their allocations are never a test's. Every other thread counts, as in
+/// tracemalloc: the ones a test starts, and the pools and servers that fixtures or earlier tests
+/// started, whose work for the test is the test's memory.
+static INFRASTRUCTURE: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
+
+/// Take the threads running now (but this one) as the run's infrastructure; returns how many.
+pub fn exclude_threads_running_now(py: Python<'_>) -> PyResult<usize> {
+    let threads = running_threads(py)?;
+    let n = threads.len();
+    *INFRASTRUCTURE.lock().unwrap_or_else(|e| e.into_inner()) = threads;
+    Ok(n)
+}
+
+/// The infrastructure threads still running (a dead thread's id may be reused by a new one).
+fn infrastructure_running(py: Python<'_>) -> PyResult<Vec<usize>> {
+    let infrastructure = INFRASTRUCTURE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    if infrastructure.is_empty() {
+        return Ok(infrastructure);
+    }
+    let running = running_threads(py)?;
+    Ok(infrastructure
+        .into_iter()
+        .filter(|t| running.contains(t))
+        .collect())
+}
+
+/// Idents of the Python threads other than this one.
 fn running_threads(py: Python<'_>) -> PyResult<Vec<usize>> {
     static ACTIVE_COUNT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     static ENUMERATE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -369,12 +399,12 @@ impl Window {
         // Our own bookkeeping first: whatever it allocates and frees refills free lists, which
         // the collection below empties again.
         Collector::maybe_full_collect(py)?;
-        let idents = running_threads(py)?;
+        let idents = infrastructure_running(py)?;
         let stats_before = collected_so_far(py)?;
         let mut disturbed = None;
         if let Err(n) = hooks::exclude_threads(&idents) {
             disturbed = Some(format!(
-                "{n} threads were already running; the allocations of more than {} cannot be told apart from the test's",
+                "{n} threads of the test run's machinery are running; the allocations of more than {} cannot be told apart from the test's",
                 hooks::MAX_EXCLUDED
             ));
         }
