@@ -169,35 +169,22 @@ def test_a_users_own_gc_freeze_is_left_alone(project):
 
 
 def test_more_threads_than_can_be_told_apart_is_disturbed_not_silent(project):
-    # Threads started by a fixture predate the window: their allocations are left out, up to 64
-    # of them. Past that the window says it cannot tell them apart.
-    project.pytester.makepyfile(
-        test_many="""
+    # Threads running before the first test are the run's machinery: their allocations are left
+    # out, up to 64 of them. Past that a window says it cannot tell them apart.
+    conftest = """
         import threading
-        import pytest
 
-        def _pool(n):
-            stop = threading.Event()
-            threads = [threading.Thread(target=stop.wait) for _ in range(n)]
-            for t in threads:
-                t.start()
-            return stop, threads
-
-        @pytest.fixture(params=[60, 70], ids=["60", "70"])
-        def threads(request):
-            stop, threads = _pool(request.param)
-            yield
-            stop.set()
-            for t in threads:
-                t.join()
-
-        def test_with_threads(threads):
-            data = bytearray(10_000)
+        STOP = threading.Event()
+        for _ in range({n}):
+            threading.Thread(target=STOP.wait, daemon=True).start()
         """
-    )
-    result, tests, totals = _tests(project)
-    assert result.ret == 0, result.stdout.str()
-    assert tests["test_with_threads[60]"]["outcome"] == "new"
-    over = tests["test_with_threads[70]"]
-    assert over["outcome"] == "disturbed", over
-    assert "cannot be told apart" in over["disturbed"]
+    project.pytester.makepyfile(test_many="def test_x():\n    data = bytearray(10_000)\n")
+    outcome = {}
+    for n in (60, 70):
+        project.pytester.makeconftest(conftest.format(n=n))
+        result, tests, _ = _tests(project)
+        assert result.ret == 0, result.stdout.str()
+        outcome[n] = tests["test_x"]
+    assert outcome[60]["outcome"] == "new"
+    assert outcome[70]["outcome"] == "disturbed", outcome[70]
+    assert "cannot be told apart" in outcome[70]["disturbed"]
