@@ -8,7 +8,8 @@ use crate::error::{Error, Result};
 /// A flame graph SVG of folded stacks (`frame;frame;frame bytes` per line).
 pub fn flamegraph(folded: &str, title: &str) -> Result<String> {
     let mut options = inferno::flamegraph::Options::default();
-    options.title = title.to_string();
+    // inferno escapes the title as XML text; control characters are not allowed in XML at all.
+    options.title = crate::escape::terminal(title);
     options.count_name = "bytes".to_string();
     let mut svg = Vec::new();
     let lines: Vec<&str> = folded.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -60,6 +61,14 @@ mod tests {
         assert!(svg.starts_with("<?xml"));
         assert!(svg.contains("helper (h.py:9)"));
         assert!(flamegraph("", "x").is_err());
+    }
+
+    #[test]
+    fn hostile_titles_are_text() {
+        let svg = flamegraph("f 1\n", "t.py::t[<script>alert(1)</script>\u{1b}[2J\0]").unwrap();
+        assert!(!svg.contains("<script>alert(1)"), "{svg}");
+        assert!(svg.contains("&lt;script&gt;alert(1)&lt;/script&gt;\\x1b[2J\\x00"));
+        assert!(!svg.contains('\u{1b}') && !svg.contains('\0'));
     }
 
     #[test]

@@ -133,7 +133,8 @@ mod python {
     /// The one place where engine errors become Python exceptions.
     impl From<Error> for PyErr {
         fn from(err: Error) -> PyErr {
-            let message = err.to_string();
+            // Messages carry node ids, paths and values from files: shown in a terminal.
+            let message = crate::escape::terminal_text(&err.to_string());
             match err {
                 Error::Usage { .. } => UsageError::new_err(message),
                 Error::File { .. } => FileFormatError::new_err(message),

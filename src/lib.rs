@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod dump;
 pub mod error;
+pub mod escape;
 pub mod gate;
 pub mod git;
 pub mod github;

@@ -9,6 +9,7 @@ use pyo3::types::{PyDict, PyTuple};
 use crate::baseline::{Entry, Environment};
 use crate::config;
 use crate::error::Error;
+use crate::escape;
 use crate::meter::{self, MeterKind};
 use crate::report;
 use crate::session::{Coverage, Location, MarkerRules, TestResult, UpdateMode};
@@ -387,9 +388,13 @@ impl Session {
         let changes = self
             .inner
             .update(mode, &coverage(complete, collected, scope))?;
+        // Notes quote environments read from baseline files: shown in the terminal.
         Ok(changes
             .into_iter()
-            .map(|c| (c.path, c.written, c.pruned, c.deleted, c.note))
+            .map(|c| {
+                let note = c.note.as_deref().map(escape::terminal);
+                (c.path, c.written, c.pruned, c.deleted, note)
+            })
             .collect())
     }
 
