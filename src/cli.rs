@@ -107,15 +107,17 @@ pub fn main(args: &[String], here: &Here) -> i32 {
     }
 }
 
-fn baseline_dir(root: &Path, env: &Environment) -> Result<(config::Settings, PathBuf)> {
+/// The baseline directory (relative to root) for reading, with this interpreter's placeholders.
+fn baseline_dir(root: &Path, env: &Environment) -> Result<PathBuf> {
     let settings = config::load(root, &BTreeMap::new())?;
     let dir = config::expand_dir(
         &settings.baseline_dir,
         &env.python,
         &env.platform,
         &env.implementation,
+        "this interpreter",
     )?;
-    Ok((settings, PathBuf::from(dir)))
+    Ok(PathBuf::from(dir))
 }
 
 fn run(cli: Cli, here: &Here) -> Result<i32> {
@@ -131,13 +133,13 @@ fn run(cli: Cli, here: &Here) -> Result<i32> {
     };
     match cli.command {
         Command::Show { rev } => {
-            let (_, dir) = baseline_dir(&root, &env)?;
+            let dir = baseline_dir(&root, &env)?;
             let files = read_all(&root, &dir, rev.as_deref())?;
             print!("{}", show(&files));
             Ok(0)
         }
         Command::Diff { old, new, format } => {
-            let (_, dir) = baseline_dir(&root, &env)?;
+            let dir = baseline_dir(&root, &env)?;
             let old_rev = old.unwrap_or_else(|| "HEAD".into());
             let before = read_all(&root, &dir, Some(&old_rev))?;
             let after = read_all(&root, &dir, new.as_deref())?;
@@ -145,7 +147,7 @@ fn run(cli: Cli, here: &Here) -> Result<i32> {
             Ok(0)
         }
         Command::Log { nodeid } => {
-            let (_, dir) = baseline_dir(&root, &env)?;
+            let dir = baseline_dir(&root, &env)?;
             let repo = Repo::discover(&root)?;
             let (module, key) = split_nodeid(&nodeid);
             let path = crate::baseline::module_file(
@@ -165,8 +167,11 @@ fn run(cli: Cli, here: &Here) -> Result<i32> {
             accept_environment,
         } => {
             let merged = merge(&from)?;
-            let (settings, dir) = baseline_dir(&root, &merged.environment)?;
-            let mut session = Session::new(settings, merged.environment.clone(), root.join(dir));
+            // The results come from CI artifacts: untrusted. Their environment fills the
+            // placeholders of baseline-dir, and every write stays inside the project.
+            let settings = config::load(&root, &BTreeMap::new())?;
+            let origin = format!("environment of {}", from[0].display());
+            let mut session = Session::open(&root, settings, merged.environment.clone(), &origin)?;
             for t in merged.tests {
                 session.record(t);
             }

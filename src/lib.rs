@@ -2,6 +2,7 @@
 //! This file only declares the modules and the Python extension.
 
 pub mod baseline;
+pub mod boundary;
 pub mod cli;
 pub mod config;
 pub mod dump;

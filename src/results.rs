@@ -7,7 +7,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::baseline::{write_atomic, Environment};
+use crate::baseline::Environment;
+use crate::boundary::Boundary;
 use crate::error::{Error, Result};
 use crate::gate::Outcome;
 use crate::session::TestResult;
@@ -72,8 +73,10 @@ impl Results {
         serde_json::to_string_pretty(self).expect("results serialize") + "\n"
     }
 
-    pub fn write(&self, path: &Path) -> Result<()> {
-        write_atomic(path, self.to_json().as_bytes())
+    /// Write to `path` under `boundary`, atomically.
+    pub fn write(&self, boundary: &Boundary, path: &Path) -> Result<()> {
+        boundary.write(path, self.to_json().as_bytes(), "results file")?;
+        Ok(())
     }
 
     pub fn read(path: &Path) -> Result<Self> {
@@ -153,7 +156,8 @@ mod tests {
         assert_eq!(r.totals["failed"], 1);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.json");
-        r.write(&path).unwrap();
+        r.write(&Boundary::project(dir.path()).unwrap(), &path)
+            .unwrap();
         let back = Results::read(&path).unwrap();
         assert_eq!(back.tests.len(), 2);
         assert_eq!(back.tests[0].outcome, Outcome::Over);
