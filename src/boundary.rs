@@ -92,7 +92,7 @@ impl Boundary {
     }
 
     /// The base directory, resolved.
-    pub fn base(&self) -> &Path {
+    pub fn resolved(&self) -> &Path {
         &self.real
     }
 
@@ -365,7 +365,7 @@ mod tests {
         let at = b
             .write(Path::new("baselines/t/test_a.toml"), b"x", "t")
             .unwrap();
-        assert_eq!(at, b.base().join("baselines/t/test_a.toml"));
+        assert_eq!(at, b.resolved().join("baselines/t/test_a.toml"));
         assert_eq!(
             fs::read(root.path().join("baselines/t/test_a.toml")).unwrap(),
             b"x"
