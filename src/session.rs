@@ -362,10 +362,12 @@ impl Session {
                     .filter(|m| coverage.covers(m)),
             );
         }
-        // Read everything first: one malformed file stops the update before anything is written.
+        // Read and check everything first: one malformed file, or one path the boundary refuses,
+        // stops the update before anything is written.
         let mut existing = BTreeMap::new();
         for module in &modules {
             let path = module_file(&self.dir, module)?;
+            self.boundary.check(&path, "baseline file")?;
             existing.insert(module.clone(), (path.clone(), BaselineFile::read(&path)?));
         }
         let tolerance = self.settings.tolerance;
@@ -618,6 +620,33 @@ mod tests {
             .update(UpdateMode::All, &complete(&["t/test_a.py::test_x"]))
             .is_err());
         assert_eq!(fs::read_to_string(&path).unwrap(), "[memcheck\nbroken");
+    }
+
+    #[test]
+    fn a_refused_path_stops_the_update_before_any_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("z")).unwrap();
+        let mut s = session(dir.path());
+        for id in ["a/test_a.py::t", "z/test_z.py::t"] {
+            let r = s.judge(id, entry(1), &MarkerRules::default(), "").unwrap();
+            s.record(r);
+        }
+        let e = s.update(UpdateMode::All, &Coverage::default()).unwrap_err();
+        assert!(e.to_string().contains("no-symlink-out"), "{e}");
+        assert!(
+            !dir.path().join("a/test_a.toml").exists(),
+            "nothing written"
+        );
+        assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
+        // Negative control: without the link, both are written.
+        fs::remove_file(dir.path().join("z")).unwrap();
+        assert_eq!(
+            s.update(UpdateMode::All, &Coverage::default())
+                .unwrap()
+                .len(),
+            2
+        );
     }
 
     #[test]
