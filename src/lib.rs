@@ -8,6 +8,8 @@ pub mod config;
 pub mod dump;
 pub mod error;
 pub mod escape;
+#[cfg(test)]
+mod fuzz;
 pub mod gate;
 pub mod git;
 pub mod github;
