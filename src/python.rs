@@ -461,6 +461,12 @@ fn append_step_summary(path: PathBuf, text: &str) -> PyResult<()> {
     Ok(boundary.append(name, text.as_bytes(), "step summary")?)
 }
 
+/// Text for the terminal: control characters shown as `\xNN`, line breaks kept.
+#[pyfunction]
+fn escape_terminal(text: &str) -> String {
+    escape::terminal_text(text)
+}
+
 /// A safe, distinct file name stem for a node id.
 #[pyfunction]
 fn dump_stem(nodeid: &str) -> String {
@@ -491,6 +497,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(write_dump_file, m)?)?;
     m.add_function(wrap_pyfunction!(append_step_summary, m)?)?;
     m.add_function(wrap_pyfunction!(dump_stem, m)?)?;
+    m.add_function(wrap_pyfunction!(escape_terminal, m)?)?;
     m.add_function(wrap_pyfunction!(meter_footprint, m)?)?;
     m.add_function(wrap_pyfunction!(parse_size, m)?)?;
     m.add_function(wrap_pyfunction!(parse_percent, m)?)?;

@@ -308,3 +308,28 @@ def test_terminal_report_shows_control_characters(project):
     assert "test_esc.py::test_id[\\x1b[2J\\x1b]0;pwned\\x07]" in ours, ours
     # Negative control: a benign id, unicode included, is shown as it is.
     assert "test_esc.py::test_id[plain-ü]" in ours, ours
+
+
+def test_failure_diagnosis_shows_control_characters(project):
+    """Type names in "objects that grew" are the test's data: a class can be named anything."""
+    project.pytester.makepyfile(
+        test_evil="""
+        import pytest
+
+        Evil = type("Evil\\x1b[2J\\r", (), {})
+        KEPT = []
+
+        @pytest.mark.memcheck(retained="1 KiB", confirm=False)
+        def test_leak():
+            KEPT.extend(Evil() for _ in range(2000))
+        """
+    )
+    result = project.run("--memcheck")
+    assert result.ret == 1, result.stdout.str()
+    out = result.stdout.str()
+    assert "\x1b" not in out and "\r" not in out, out
+    assert "test_evil.Evil\\x1b[2J\\x0d" in out, out
+    # Negative control: the rest of the diagnosis reads as before.
+    result.stdout.fnmatch_lines(
+        ["*retained, by site:*", "*test_evil.py:8 in test_leak:*", "*objects that grew: +2000*"]
+    )

@@ -99,6 +99,13 @@ class Diagnosis:
         _engine.write_dump_file(str(directory), f"{stem}.json", json.dumps(report, indent=2) + "\n")
 
     def text(self, root: Path, metrics: set[str], cycles: int) -> str:
+        """The diagnosis for the failure message, escaped for the terminal: type names and paths
+        are the test's data (`type("\\x1b[2J", (), {})` is a class name)."""
+        from pytest_memcheck import _engine
+
+        return _engine.escape_terminal(self._text(root, metrics, cycles))
+
+    def _text(self, root: Path, metrics: set[str], cycles: int) -> str:
         lines = []
         if self.error:
             return f"  (no diagnosis: {self.error})"
