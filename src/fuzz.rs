@@ -8,18 +8,17 @@
 //! property in `CASES`; `PROPTEST_CASES` does not override them.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
 use crate::baseline::{BaselineFile, Entry, Environment};
-use crate::boundary::Boundary;
-use crate::config::{self, Settings};
+use crate::config;
 use crate::error::Error;
 use crate::gate::Outcome;
 use crate::results::{Gating, Results};
-use crate::session::{Coverage, Session, TestResult, UpdateMode};
+use crate::session::TestResult;
 use crate::sizes::{parse_percent, parse_size};
 
 /// Cases per property, reported in the README.
@@ -476,155 +475,167 @@ fn config_values() {
     });
 }
 
-/// A tree with links in and out of the root, for the boundary properties.
-struct Tree {
-    _tmp: tempfile::TempDir,
-    top: PathBuf,
-    root: PathBuf,
-}
+/// The boundary, on a tree of Unix symlinks.
+#[cfg(unix)]
+mod links {
+    use super::*;
 
-fn tree() -> Tree {
-    use std::os::unix::fs::symlink;
-    let tmp = tempfile::tempdir().unwrap();
-    let top = tmp.path().canonicalize().unwrap();
-    let root = top.join("p");
-    for d in ["p/a/b", "p/real", "out/x"] {
-        fs::create_dir_all(top.join(d)).unwrap();
+    use std::path::PathBuf;
+
+    use crate::boundary::Boundary;
+    use crate::config::Settings;
+    use crate::session::{Coverage, Session, UpdateMode};
+
+    /// A tree with links in and out of the root, for the boundary properties.
+    struct Tree {
+        _tmp: tempfile::TempDir,
+        top: PathBuf,
+        root: PathBuf,
     }
-    symlink(top.join("out"), root.join("lo")).unwrap();
-    symlink(top.join("p/real"), root.join("li")).unwrap();
-    symlink(top.join("out/x"), root.join("a/lo2")).unwrap();
-    symlink(top.join("nowhere"), root.join("dangling")).unwrap();
-    Tree {
-        _tmp: tmp,
-        top,
-        root,
-    }
-}
 
-const COMPONENTS: &[&str] = &[
-    "a", "b", "real", "new", "lo", "li", "lo2", "dangling", "..", ".", "", "/", "\u{1b}", "\u{0}",
-    "x\ny", "é",
-];
-
-fn components() -> impl Strategy<Value = String> {
-    prop::collection::vec(prop::sample::select(COMPONENTS), 0..7).prop_map(|v| v.join("/"))
-}
-
-/// Checked paths are physical paths under the root; paths made only of plain names and links
-/// that stay inside are never refused (the negative control).
-#[test]
-fn boundary_paths() {
-    let t = tree();
-    let b = Boundary::project(&t.root).unwrap();
-    run(TEXT, components(), |rel| {
-        let safe = rel
-            .split('/')
-            .all(|c| matches!(c, "a" | "b" | "real" | "new" | "li" | "é" | "." | ""))
-            && !rel.starts_with('/');
-        match b.check(Path::new(&rel), "fuzz") {
-            Ok(at) => {
-                prop_assert!(at.starts_with(&t.root), "{:?} → {:?}", rel, at);
-                let mut prefix = t.root.clone();
-                for part in at.strip_prefix(&t.root).unwrap().components() {
-                    prefix.push(part);
-                    let link =
-                        fs::symlink_metadata(&prefix).is_ok_and(|m| m.file_type().is_symlink());
-                    prop_assert!(!link, "{:?} → {:?} goes through a link", rel, at);
-                }
-            }
-            Err(Error::Refused { .. }) => prop_assert!(!safe, "{:?} refused", rel),
-            Err(e) => return Err(TestCaseError::fail(format!("{rel:?}: {e}"))),
+    fn tree() -> Tree {
+        use std::os::unix::fs::symlink;
+        let tmp = tempfile::tempdir().unwrap();
+        let top = tmp.path().canonicalize().unwrap();
+        let root = top.join("p");
+        for d in ["p/a/b", "p/real", "out/x"] {
+            fs::create_dir_all(top.join(d)).unwrap();
         }
-        Ok(())
-    });
-}
+        symlink(top.join("out"), root.join("lo")).unwrap();
+        symlink(top.join("p/real"), root.join("li")).unwrap();
+        symlink(top.join("out/x"), root.join("a/lo2")).unwrap();
+        symlink(top.join("nowhere"), root.join("dangling")).unwrap();
+        Tree {
+            _tmp: tmp,
+            top,
+            root,
+        }
+    }
 
-/// `memcheck update --from` with a crafted environment and node ids, and any baseline-dir:
-/// whatever is written lands under the project root.
-#[test]
-fn crafted_results_write_only_inside() {
-    let t = tree();
-    let value = || {
-        prop_oneof![
-            Just("3.11".to_string()),
-            pieces(
-                &["..", ".", "/", "\\", "a", "\u{0}", "\u{1b}", "~", "C:", "lo"],
-                4
-            ),
-        ]
-    };
-    let template = prop::sample::select(
-        &[
-            "baselines",
-            "baselines/{python}",
-            "{python}/{platform}",
-            "b/{implementation}/{python}",
-            "lo/{python}",
-            "../out/{python}",
-        ][..],
-    );
-    let ids = prop::collection::vec(
-        (components(), node_id()).prop_map(|(m, k)| format!("{m}.py::{k}")),
-        1..4,
-    );
-    run(
-        FILES,
-        (value(), value(), value(), template, ids),
-        |(py, pl, im, tpl, ids)| {
-            let settings = Settings {
-                baseline_dir: tpl.to_string(),
-                ..Settings::default()
-            };
-            let env = Environment {
-                python: py,
-                implementation: im,
-                platform: pl,
-                meter: "python".into(),
-            };
-            if let Ok(mut s) = Session::open(&t.root, settings, env, "fuzz.json") {
-                for (i, id) in ids.into_iter().enumerate() {
-                    s.record(TestResult {
-                        nodeid: id,
-                        outcome: Outcome::New,
-                        failed: false,
-                        recordable: true,
-                        measured: Entry {
-                            peak: i as u64,
-                            ..Entry::default()
-                        },
-                        baseline: None,
-                        limits: Default::default(),
-                        location: None,
-                        message: String::new(),
-                        checks: vec![],
-                    });
+    const COMPONENTS: &[&str] = &[
+        "a", "b", "real", "new", "lo", "li", "lo2", "dangling", "..", ".", "", "/", "\u{1b}",
+        "\u{0}", "x\ny", "é",
+    ];
+
+    fn components() -> impl Strategy<Value = String> {
+        prop::collection::vec(prop::sample::select(COMPONENTS), 0..7).prop_map(|v| v.join("/"))
+    }
+
+    /// Checked paths are physical paths under the root; paths made only of plain names and links
+    /// that stay inside are never refused (the negative control).
+    #[test]
+    fn boundary_paths() {
+        let t = tree();
+        let b = Boundary::project(&t.root).unwrap();
+        run(TEXT, components(), |rel| {
+            let safe = rel
+                .split('/')
+                .all(|c| matches!(c, "a" | "b" | "real" | "new" | "li" | "é" | "." | ""))
+                && !rel.starts_with('/');
+            match b.check(Path::new(&rel), "fuzz") {
+                Ok(at) => {
+                    prop_assert!(at.starts_with(&t.root), "{:?} → {:?}", rel, at);
+                    let mut prefix = t.root.clone();
+                    for part in at.strip_prefix(&t.root).unwrap().components() {
+                        prefix.push(part);
+                        let link =
+                            fs::symlink_metadata(&prefix).is_ok_and(|m| m.file_type().is_symlink());
+                        prop_assert!(!link, "{:?} → {:?} goes through a link", rel, at);
+                    }
                 }
-                let _ = s.update(UpdateMode::All, &Coverage::default());
+                Err(Error::Refused { .. }) => prop_assert!(!safe, "{:?} refused", rel),
+                Err(e) => return Err(TestCaseError::fail(format!("{rel:?}: {e}"))),
             }
-            let outside: Vec<_> = walk(&t.top)
-                .into_iter()
-                .filter(|p| !p.starts_with(&t.root))
-                .collect();
-            prop_assert!(outside.is_empty(), "written outside: {:?}", outside);
             Ok(())
-        },
-    );
-}
+        });
+    }
 
-/// Files under `dir`, not following links.
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
-            let kind = e.file_type().unwrap();
-            if kind.is_dir() {
-                stack.push(e.path());
-            } else if kind.is_file() {
-                out.push(e.path());
+    /// `memcheck update --from` with a crafted environment and node ids, and any baseline-dir:
+    /// whatever is written lands under the project root.
+    #[test]
+    fn crafted_results_write_only_inside() {
+        let t = tree();
+        let value = || {
+            prop_oneof![
+                Just("3.11".to_string()),
+                pieces(
+                    &["..", ".", "/", "\\", "a", "\u{0}", "\u{1b}", "~", "C:", "lo"],
+                    4
+                ),
+            ]
+        };
+        let template = prop::sample::select(
+            &[
+                "baselines",
+                "baselines/{python}",
+                "{python}/{platform}",
+                "b/{implementation}/{python}",
+                "lo/{python}",
+                "../out/{python}",
+            ][..],
+        );
+        let ids = prop::collection::vec(
+            (components(), node_id()).prop_map(|(m, k)| format!("{m}.py::{k}")),
+            1..4,
+        );
+        run(
+            FILES,
+            (value(), value(), value(), template, ids),
+            |(py, pl, im, tpl, ids)| {
+                let settings = Settings {
+                    baseline_dir: tpl.to_string(),
+                    ..Settings::default()
+                };
+                let env = Environment {
+                    python: py,
+                    implementation: im,
+                    platform: pl,
+                    meter: "python".into(),
+                };
+                if let Ok(mut s) = Session::open(&t.root, settings, env, "fuzz.json") {
+                    for (i, id) in ids.into_iter().enumerate() {
+                        s.record(TestResult {
+                            nodeid: id,
+                            outcome: Outcome::New,
+                            failed: false,
+                            recordable: true,
+                            measured: Entry {
+                                peak: i as u64,
+                                ..Entry::default()
+                            },
+                            baseline: None,
+                            limits: Default::default(),
+                            location: None,
+                            message: String::new(),
+                            checks: vec![],
+                        });
+                    }
+                    let _ = s.update(UpdateMode::All, &Coverage::default());
+                }
+                let outside: Vec<_> = walk(&t.top)
+                    .into_iter()
+                    .filter(|p| !p.starts_with(&t.root))
+                    .collect();
+                prop_assert!(outside.is_empty(), "written outside: {:?}", outside);
+                Ok(())
+            },
+        );
+    }
+
+    /// Files under `dir`, not following links.
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+                let kind = e.file_type().unwrap();
+                if kind.is_dir() {
+                    stack.push(e.path());
+                } else if kind.is_file() {
+                    out.push(e.path());
+                }
             }
         }
+        out
     }
-    out
 }

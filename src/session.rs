@@ -622,6 +622,7 @@ mod tests {
         assert_eq!(fs::read_to_string(&path).unwrap(), "[memcheck\nbroken");
     }
 
+    #[cfg(unix)]
     #[test]
     fn a_refused_path_stops_the_update_before_any_write() {
         let dir = tempfile::tempdir().unwrap();
