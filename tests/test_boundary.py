@@ -205,6 +205,23 @@ def test_pytest_update_keeps_a_config_baseline_dir_inside(project, tmp_path_fact
     assert (project.path / "inside" / "test_x.toml").is_file()
 
 
+@pytest.mark.parametrize("platform", ["../../escaped", "..", "/tmp/escaped", "a/b"])
+def test_pytest_update_refuses_a_placeholder_value_that_is_not_a_name(project, platform):
+    """The interpreter's values fill the placeholders too; a conftest can make them anything."""
+    patch = "import sysconfig\nsysconfig.get_platform = lambda: {!r}\n"
+    project.pytester.makepyfile(test_x=SIMPLE, conftest=patch.format(platform))
+    config(project.path, 'baseline-dir = "baselines/{platform}"')
+    result = project.run("--memcheck-update")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*{platform} value*refused by rule plain-placeholder*"])
+    assert [f for f in files(project.path) if f.endswith("test_x.toml")] == []
+    assert not (project.path.parent / "escaped").exists()
+    # Negative control: a plain platform name fills the placeholder.
+    project.pytester.makepyfile(conftest=patch.format("linux-custom_1.0"))
+    assert project.run("--memcheck-update").ret == 0
+    assert (project.path / "baselines" / "linux-custom_1.0" / "test_x.toml").is_file()
+
+
 def test_pytest_command_line_paths_are_trusted(project, tmp_path_factory):
     """What the user types may point anywhere: the baseline directory and the results file."""
     outside = tmp_path_factory.mktemp("typed")
