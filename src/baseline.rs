@@ -16,18 +16,18 @@
 //! ```
 //!
 //! Output is deterministic (keys sorted, no timestamps), so an unchanged value leaves the file
-//! byte-identical and a diff shows exactly what moved. Writes go to a temporary file in the same
-//! directory and are renamed into place, so a reader never sees half a file.
+//! byte-identical and a diff shows exactly what moved. Files are written through the project's
+//! write boundary (`boundary.rs`): atomically, and never outside it.
 
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 use std::fs;
-use std::io::Write as _;
 use std::path::{Component, Path, PathBuf};
 
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::boundary::Boundary;
 use crate::error::{Error, Result};
 
 /// The newest file format this engine reads and the one it writes.
@@ -193,47 +193,17 @@ impl BaselineFile {
         out
     }
 
-    /// Write atomically (temporary file + rename). Returns false, touching nothing, when the
-    /// file already holds exactly this text.
-    pub fn write(&self, path: &Path) -> Result<bool> {
+    /// Write through `boundary`, atomically. Returns false, touching nothing, when the file
+    /// already holds exactly this text.
+    pub fn write(&self, boundary: &Boundary, path: &Path) -> Result<bool> {
         if let Some(bad) = self.entries.keys().find(|k| *k == HEADER) {
             return Err(Error::usage(
                 path.display().to_string(),
                 format!("a test keyed '{bad}' collides with the header table; rename the test"),
             ));
         }
-        let text = self.render();
-        if fs::read(path).is_ok_and(|old| old == text.as_bytes()) {
-            return Ok(false);
-        }
-        write_atomic(path, text.as_bytes())?;
-        Ok(true)
+        boundary.write_if_changed(path, self.render().as_bytes(), "baseline file")
     }
-}
-
-/// Replace `path` with `data` so that readers see the old or the new file, never a part.
-pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(|e| Error::io(dir, "create directory", e))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(data)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(Error::io(path, "write", e));
-    }
-    Ok(())
 }
 
 /// Turn a toml error into one that names file, line and column.
@@ -393,9 +363,10 @@ mod tests {
     fn write_is_atomic_and_skips_unchanged() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a/b/test_x.toml");
-        assert!(sample().write(&path).unwrap());
+        let b = Boundary::project(dir.path()).unwrap();
+        assert!(sample().write(&b, &path).unwrap());
         let modified = fs::metadata(&path).unwrap().modified().unwrap();
-        assert!(!sample().write(&path).unwrap());
+        assert!(!sample().write(&b, &path).unwrap());
         assert_eq!(fs::metadata(&path).unwrap().modified().unwrap(), modified);
         let leftovers: Vec<_> = fs::read_dir(path.parent().unwrap()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temporary file is left behind");
@@ -476,7 +447,8 @@ mod tests {
         let mut f = sample();
         f.entries.insert(HEADER.into(), Entry::default());
         let dir = tempfile::tempdir().unwrap();
-        assert!(f.write(&dir.path().join("t.toml")).is_err());
+        let b = Boundary::project(dir.path()).unwrap();
+        assert!(f.write(&b, &dir.path().join("t.toml")).is_err());
     }
 
     proptest! {

@@ -13,6 +13,7 @@ use comfy_table::Table;
 use crate::baseline::{files_in, module_of, split_nodeid, BaselineFile, Entry, Environment};
 use crate::config;
 use crate::error::{Error, Result};
+use crate::escape::{markdown, terminal, terminal_text};
 use crate::git::Repo;
 use crate::results::Results;
 use crate::session::{Coverage, Session, UpdateMode};
@@ -100,21 +101,23 @@ pub fn main(args: &[String], here: &Here) -> i32 {
     match run(cli, here) {
         Ok(status) => status,
         Err(e) => {
-            eprintln!("memcheck: {e}");
+            eprintln!("memcheck: {}", terminal_text(&e.to_string()));
             2
         }
     }
 }
 
-fn baseline_dir(root: &Path, env: &Environment) -> Result<(config::Settings, PathBuf)> {
+/// The baseline directory (relative to root) for reading, with this interpreter's placeholders.
+fn baseline_dir(root: &Path, env: &Environment) -> Result<PathBuf> {
     let settings = config::load(root, &BTreeMap::new())?;
     let dir = config::expand_dir(
         &settings.baseline_dir,
         &env.python,
         &env.platform,
         &env.implementation,
+        "this interpreter",
     )?;
-    Ok((settings, PathBuf::from(dir)))
+    Ok(PathBuf::from(dir))
 }
 
 fn run(cli: Cli, here: &Here) -> Result<i32> {
@@ -130,13 +133,13 @@ fn run(cli: Cli, here: &Here) -> Result<i32> {
     };
     match cli.command {
         Command::Show { rev } => {
-            let (_, dir) = baseline_dir(&root, &env)?;
+            let dir = baseline_dir(&root, &env)?;
             let files = read_all(&root, &dir, rev.as_deref())?;
             print!("{}", show(&files));
             Ok(0)
         }
         Command::Diff { old, new, format } => {
-            let (_, dir) = baseline_dir(&root, &env)?;
+            let dir = baseline_dir(&root, &env)?;
             let old_rev = old.unwrap_or_else(|| "HEAD".into());
             let before = read_all(&root, &dir, Some(&old_rev))?;
             let after = read_all(&root, &dir, new.as_deref())?;
@@ -144,7 +147,7 @@ fn run(cli: Cli, here: &Here) -> Result<i32> {
             Ok(0)
         }
         Command::Log { nodeid } => {
-            let (_, dir) = baseline_dir(&root, &env)?;
+            let dir = baseline_dir(&root, &env)?;
             let repo = Repo::discover(&root)?;
             let (module, key) = split_nodeid(&nodeid);
             let path = crate::baseline::module_file(
@@ -164,8 +167,11 @@ fn run(cli: Cli, here: &Here) -> Result<i32> {
             accept_environment,
         } => {
             let merged = merge(&from)?;
-            let (settings, dir) = baseline_dir(&root, &merged.environment)?;
-            let mut session = Session::new(settings, merged.environment.clone(), root.join(dir));
+            // The results come from CI artifacts: untrusted. Their environment fills the
+            // placeholders of baseline-dir, and every write stays inside the project.
+            let settings = config::load(&root, &BTreeMap::new())?;
+            let origin = format!("environment of {}", from[0].display());
+            let mut session = Session::open(&root, settings, merged.environment.clone(), &origin)?;
             for t in merged.tests {
                 session.record(t);
             }
@@ -184,14 +190,15 @@ fn run(cli: Cli, here: &Here) -> Result<i32> {
             }
             let mut refused = false;
             for c in changes {
-                let rel = c
-                    .path
-                    .strip_prefix(&root)
-                    .unwrap_or(&c.path)
-                    .display()
-                    .to_string();
+                let rel = terminal(
+                    &c.path
+                        .strip_prefix(&root)
+                        .unwrap_or(&c.path)
+                        .display()
+                        .to_string(),
+                );
                 if let Some(note) = &c.note {
-                    println!("{rel}: {note}");
+                    println!("{rel}: {}", terminal(note));
                     refused |= note.contains("not rewritten");
                 }
                 if c.written > 0 {
@@ -203,8 +210,13 @@ fn run(cli: Cli, here: &Here) -> Result<i32> {
         Command::Check { from } => {
             let merged = merge(&from)?;
             let failed: Vec<_> = merged.tests.iter().filter(|t| t.failed).collect();
+            // Node ids and messages come from the results files: shown, never acted on.
             for t in &failed {
-                println!("FAILED {}\n{}\n", t.nodeid, t.message);
+                println!(
+                    "FAILED {}\n{}\n",
+                    terminal(&t.nodeid),
+                    terminal_text(&t.message)
+                );
             }
             if let Some(table) = crate::report::summary_table(&merged.tests, &merged.stale, false) {
                 println!("{table}");
@@ -304,12 +316,12 @@ fn show(files: &BTreeMap<String, BaselineFile>) -> String {
         for (key, e) in &file.entries {
             n += 1;
             table.add_row([
-                format!("{module}::{key}"),
+                terminal(&format!("{module}::{key}")),
                 format_size(e.peak),
                 format_size(e.retained),
                 e.allocations.to_string(),
                 e.cycles.to_string(),
-                file.env.to_string(),
+                terminal(&file.env.to_string()),
             ]);
         }
     }
@@ -370,8 +382,8 @@ fn diff(
         }
         n += 1;
         let cell = |s: String| match format {
-            Format::Markdown => s.replace('|', "\\|"),
-            Format::Table => s,
+            Format::Markdown => markdown(&s),
+            Format::Table => terminal(&s),
         };
         table.add_row([
             cell(id.clone()),
@@ -423,7 +435,7 @@ fn log(history: &[(String, String, i64, Option<String>)], key: &str, nodeid: &st
         }
     }
     if points.iter().all(|p| p.3.is_none()) {
-        return format!("no baseline of {nodeid} in the history\n");
+        return format!("no baseline of {} in the history\n", terminal(nodeid));
     }
     let mut table = Table::new();
     table
@@ -435,10 +447,14 @@ fn log(history: &[(String, String, i64, Option<String>)], key: &str, nodeid: &st
             Some(e) => (format_size(e.peak), format_size(e.retained)),
             None => ("removed".into(), String::new()),
         };
-        table.add_row([id.to_string(), date, peak, retained, summary.to_string()]);
+        table.add_row([id.to_string(), date, peak, retained, terminal(summary)]);
     }
     let peaks: Vec<u64> = points.iter().filter_map(|p| p.3.map(|e| e.peak)).collect();
-    format!("{nodeid}\n{table}\npeak over time: {}\n", sparkline(&peaks))
+    format!(
+        "{}\n{table}\npeak over time: {}\n",
+        terminal(nodeid),
+        sparkline(&peaks)
+    )
 }
 
 /// `YYYY-MM-DD` of a Unix time (UTC), without a date crate.

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::baseline::toml_error;
+use crate::boundary::{plain_name, Boundary};
 use crate::error::{Error, Result};
 use crate::gate::{Tolerance, DEFAULT_TOLERANCE};
 use crate::meter::MeterKind;
@@ -217,73 +218,66 @@ fn apply_file(
     Ok(())
 }
 
-/// The baseline directory `root/template`, refused when it resolves outside `root` (a `..`, an
-/// absolute path, or a symlink pointing elsewhere) unless the config allows it: baselines are
-/// written there, and a checkout must not be able to aim those writes at the rest of the disk.
-pub fn baseline_dir(root: &Path, expanded: &str, settings: &Settings) -> Result<PathBuf> {
+/// The baseline directory `root/expanded` and the boundary its writes are kept in. From the
+/// config (or the default) it must resolve inside the project root — no `..` out, no absolute
+/// path elsewhere, no symlink out — unless the config says `allow-outside-root = true`: baselines
+/// are written there, and a checkout must not be able to aim those writes at the rest of the
+/// disk. A directory given on the command line is the user's explicit choice and may point
+/// anywhere; either way, files under it stay under it.
+pub fn baseline_dir(
+    root: &Path,
+    expanded: &str,
+    settings: &Settings,
+) -> Result<(PathBuf, Boundary)> {
     let dir = root.join(expanded);
-    if settings.allow_outside_root || settings.baseline_dir_from_option {
-        return Ok(dir);
+    if settings.baseline_dir_from_option {
+        let b = Boundary::chosen(
+            &dir,
+            "the baseline directory given with --memcheck-baseline-dir",
+        )?;
+        return Ok((dir, b));
     }
-    let real_root = root
-        .canonicalize()
-        .map_err(|e| Error::io(root, "resolve", e))?;
-    // `..` first, lexically; then symlinks, through the longest prefix that exists.
-    let mut lexical = real_root.clone();
-    for part in Path::new(expanded).components() {
-        match part {
-            std::path::Component::Normal(p) => lexical.push(p),
-            std::path::Component::ParentDir => {
-                lexical.pop();
+    if settings.allow_outside_root {
+        let b = Boundary::chosen(&dir, "the baseline directory (allow-outside-root)")?;
+        return Ok((dir, b));
+    }
+    let boundary = Boundary::project(root)?;
+    let origin = format!("baseline-dir '{expanded}'");
+    boundary
+        .check(Path::new(expanded), &origin)
+        .map_err(|mut e| {
+            if let Error::Refused { message, .. } = &mut e {
+                message.push_str(
+                    "; set allow-outside-root = true in [tool.memcheck] if that is intended",
+                );
             }
-            std::path::Component::RootDir | std::path::Component::Prefix(_) => {
-                lexical = PathBuf::from(part.as_os_str())
-            }
-            std::path::Component::CurDir => {}
-        }
-    }
-    let mut existing = lexical.clone();
-    let mut rest = Vec::new();
-    while !existing.exists() {
-        match (
-            existing.file_name().map(|n| n.to_owned()),
-            existing.parent(),
-        ) {
-            (Some(name), Some(parent)) => {
-                rest.push(name);
-                existing = parent.to_path_buf();
-            }
-            _ => break,
-        }
-    }
-    let mut resolved = existing
-        .canonicalize()
-        .map_err(|e| Error::io(&existing, "resolve", e))?;
-    resolved.extend(rest.iter().rev());
-    if !resolved.starts_with(&real_root) {
-        return Err(Error::usage(
-            "baseline-dir",
-            format!(
-                "'{expanded}' resolves to {}, outside the project root {}; set allow-outside-root = true in [tool.memcheck] if that is intended",
-                resolved.display(),
-                real_root.display()
-            ),
-        ));
-    }
-    Ok(dir)
+            e
+        })?;
+    Ok((dir, boundary))
 }
 
-/// Fill the placeholders of a baseline directory template.
+/// Fill the placeholders of a baseline directory template. Each value must be a plain name
+/// (`boundary::plain_name`): `origin` says where the values came from (this interpreter, or a
+/// results file, which is untrusted input).
 pub fn expand_dir(
     template: &str,
     python: &str,
     platform: &str,
     implementation: &str,
+    origin: &str,
 ) -> Result<String> {
-    let out = template
-        .replace("{python}", python)
-        .replace("{platform}", platform)
-        .replace("{implementation}", implementation);
+    let mut out = template.to_string();
+    for (name, value) in [
+        ("python", python),
+        ("platform", platform),
+        ("implementation", implementation),
+    ] {
+        let placeholder = format!("{{{name}}}");
+        if out.contains(&placeholder) {
+            plain_name(value, name, origin)?;
+            out = out.replace(&placeholder, value);
+        }
+    }
     if let Some(start) = out.find('{') {
         let end = out[start..].find('}').map_or(out.len(), |e| start + e + 1);
         return Err(Error::usage(
@@ -381,35 +375,73 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
         let s = Settings::default();
+        let rule = |e: Error| match e {
+            Error::Refused { rule, message, .. } => {
+                assert!(message.contains("allow-outside-root"), "{message}");
+                rule
+            }
+            other => panic!("{other}"),
+        };
         assert!(baseline_dir(root.path(), "baselines", &s).is_ok());
         assert!(baseline_dir(root.path(), "a/b/../c", &s).is_ok());
         for bad in ["../elsewhere", "a/../../x"] {
-            let e = baseline_dir(root.path(), bad, &s).unwrap_err().to_string();
-            assert!(e.contains("outside the project root"), "{e}");
+            let e = baseline_dir(root.path(), bad, &s).unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("'..' leads outside the project root"),
+                "{e}"
+            );
+            assert_eq!(rule(e), "no-parent");
         }
         let abs = outside.path().display().to_string();
-        assert!(baseline_dir(root.path(), &abs, &s).is_err());
+        assert_eq!(
+            rule(baseline_dir(root.path(), &abs, &s).unwrap_err()),
+            "no-absolute"
+        );
         std::os::unix::fs::symlink(outside.path(), root.path().join("linked")).unwrap();
-        let e = baseline_dir(root.path(), "linked", &s)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("allow-outside-root"), "{e}");
+        let e = baseline_dir(root.path(), "linked", &s).unwrap_err();
+        assert_eq!(rule(e), "no-symlink-out");
         let allowed = Settings {
             allow_outside_root: true,
             ..Settings::default()
         };
         assert!(baseline_dir(root.path(), "linked", &allowed).is_ok());
+        let typed = Settings {
+            baseline_dir_from_option: true,
+            ..Settings::default()
+        };
+        assert!(baseline_dir(root.path(), &abs, &typed).is_ok());
     }
 
     #[test]
     fn placeholders() {
         assert_eq!(
-            expand_dir("b/{python}-{platform}", "3.11", "linux-x86_64", "cpython").unwrap(),
+            expand_dir(
+                "b/{python}-{platform}",
+                "3.11",
+                "linux-x86_64",
+                "cpython",
+                "here"
+            )
+            .unwrap(),
             "b/3.11-linux-x86_64"
         );
-        let e = expand_dir("b/{pyton}", "3.11", "l", "c")
+        let e = expand_dir("b/{pyton}", "3.11", "l", "c", "here")
             .unwrap_err()
             .to_string();
         assert!(e.contains("unknown placeholder '{pyton}'"), "{e}");
+        // A value from a results file that would climb, root or nest is refused; one that the
+        // template does not use is not looked at.
+        for bad in ["../../../escaped", "/tmp", "a/b", "..", ""] {
+            let e = expand_dir("b/{python}", bad, "l", "c", "ci.json environment")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("plain-placeholder") && e.contains("ci.json"),
+                "{e}"
+            );
+            assert!(expand_dir("b/{platform}", bad, "l", "c", "x").is_ok());
+        }
+        assert!(expand_dir("b/{implementation}", "3.11", "l", "c/../..", "x").is_err());
     }
 }

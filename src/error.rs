@@ -26,6 +26,13 @@ pub enum Error {
     },
     /// The meter cannot measure now (nested measurement, allocator replaced by someone else…).
     Meter(String),
+    /// A write the boundary refused (`src/boundary.rs`): `rule` names the rule it broke,
+    /// `path` what was asked for, `message` where it came from and where it would have led.
+    Refused {
+        rule: &'static str,
+        path: PathBuf,
+        message: String,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -93,6 +100,11 @@ impl fmt::Display for Error {
                 source,
             } => write!(f, "cannot {action} {}: {source}", path.display()),
             Error::Meter(message) => write!(f, "{message}"),
+            Error::Refused {
+                rule,
+                path,
+                message,
+            } => write!(f, "{message} (refused by rule {rule}: {})", path.display()),
         }
     }
 }
@@ -133,9 +145,10 @@ mod python {
     /// The one place where engine errors become Python exceptions.
     impl From<Error> for PyErr {
         fn from(err: Error) -> PyErr {
-            let message = err.to_string();
+            // Messages carry node ids, paths and values from files: shown in a terminal.
+            let message = crate::escape::terminal_text(&err.to_string());
             match err {
-                Error::Usage { .. } => UsageError::new_err(message),
+                Error::Usage { .. } | Error::Refused { .. } => UsageError::new_err(message),
                 Error::File { .. } => FileFormatError::new_err(message),
                 Error::Io { .. } => pyo3::exceptions::PyOSError::new_err(message),
                 Error::Meter(_) => MeterError::new_err(message),

@@ -2,10 +2,12 @@
 //!
 //! Workflow commands are parsed from the job's output, so every value written into one is escaped
 //! as GitHub's runner expects (`%`, CR and LF in data; also `:` and `,` in properties): a node id
-//! or message can never end the command early or start another one.
+//! or message can never end the command early or start another one. The step summary is
+//! Markdown with inline HTML: every node id in it is escaped to render as text (`escape.rs`).
 
 use std::fmt::Write as _;
 
+use crate::escape::{command_data, command_property, markdown, markdown_code};
 use crate::gate::Outcome;
 use crate::session::TestResult;
 use crate::sizes::{format_delta, format_size};
@@ -14,16 +16,6 @@ use crate::sizes::{format_delta, format_size};
 pub const MAX_ERRORS: usize = 10;
 /// GitHub refuses step summaries over 1 MiB; stay clearly below.
 pub const MAX_SUMMARY: usize = 1000 * 1000;
-
-pub fn escape_data(s: &str) -> String {
-    s.replace('%', "%25")
-        .replace('\r', "%0D")
-        .replace('\n', "%0A")
-}
-
-pub fn escape_property(s: &str) -> String {
-    escape_data(s).replace(':', "%3A").replace(',', "%2C")
-}
 
 /// One `::error` per test the gate failed (at its file and line), at most `MAX_ERRORS`, then one
 /// notice with the count of the rest.
@@ -36,30 +28,24 @@ pub fn annotations(results: &[TestResult]) -> Vec<String> {
             let _ = write!(
                 props,
                 "file={},line={},",
-                escape_property(&loc.path),
+                command_property(&loc.path),
                 loc.line
             );
         }
         let title = format!("memcheck: {}", r.nodeid);
-        let _ = write!(props, "title={}", escape_property(&title));
-        lines.push(format!("::error {props}::{}", escape_data(&r.message)));
+        let _ = write!(props, "title={}", command_property(&title));
+        lines.push(format!("::error {props}::{}", command_data(&r.message)));
     }
     if failed.len() > MAX_ERRORS {
         lines.push(format!(
             "::notice title=memcheck::{}",
-            escape_data(&format!(
+            command_data(&format!(
                 "{} more tests failed the memory gate; the step summary lists them all",
                 failed.len() - MAX_ERRORS
             ))
         ));
     }
     lines
-}
-
-fn cell(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('|', "\\|")
-        .replace(['\r', '\n'], " ")
 }
 
 fn delta(now: u64, base: Option<u64>) -> String {
@@ -76,14 +62,15 @@ pub fn step_summary(
     accept: &str,
 ) -> String {
     let mut out = String::from("## pytest-memcheck\n\n");
-    let _ = writeln!(out, "{}\n", cell(totals));
+    let _ = writeln!(out, "{}\n", markdown(totals));
     let mut rows: Vec<&TestResult> = results
         .iter()
         .filter(|r| r.outcome != Outcome::Ok)
         .collect();
     rows.sort_by(|a, b| (a.outcome, &a.nodeid).cmp(&(b.outcome, &b.nodeid)));
     let footer = format!(
-        "\nTo accept the values measured here, download the results artifact and run:\n\n```sh\n{accept}\n```\n"
+        "\nTo accept the values measured here, download the results artifact and run:\n\n{}",
+        markdown_code(accept, "sh")
     );
     if !rows.is_empty() || !stale.is_empty() {
         out.push_str("| outcome | test | peak | Δ peak | retained | Δ retained |\n");
@@ -91,13 +78,13 @@ pub fn step_summary(
         let total = rows.len() + stale.len();
         let stale_rows = stale
             .iter()
-            .map(|s| format!("| stale | {} | | | | |\n", cell(s)));
+            .map(|s| format!("| stale | {} | | | | |\n", markdown(s)));
         let test_rows = rows.iter().map(|r| {
             let b = r.baseline;
             format!(
                 "| {} | {} | {} | {} | {} | {} |\n",
                 r.outcome.name(),
-                cell(&r.nodeid),
+                markdown(&r.nodeid),
                 format_size(r.measured.peak),
                 delta(r.measured.peak, b.map(|b| b.peak)),
                 format_size(r.measured.retained),
@@ -182,7 +169,7 @@ mod tests {
             "1 measured: 1 over",
             "memcheck update --from r.json",
         );
-        assert!(s.contains("| over | t.py::t[a\\|b] |"), "{s}");
+        assert!(s.contains("| over | t.py::t\\[a\\|b\\] |"), "{s}");
         assert!(s.contains("memcheck update --from r.json"));
         let many: Vec<_> = (0..20_000)
             .map(|i| failed(&format!("t.py::{}{i}", "x".repeat(60)), "m"))
@@ -190,5 +177,72 @@ mod tests {
         let s = step_summary(&many, &[], "t", "a");
         assert!(s.len() < MAX_SUMMARY, "{}", s.len());
         assert!(s.contains("more rows left out"));
+    }
+
+    /// The table rows of a summary, as cells split at unescaped pipes.
+    fn rows(summary: &str) -> Vec<Vec<String>> {
+        summary
+            .lines()
+            .filter(|l| l.starts_with('|'))
+            .map(|l| {
+                let mut cells = vec![String::new()];
+                let mut chars = l.chars();
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' => {
+                            let last = cells.last_mut().unwrap();
+                            last.push(c);
+                            last.extend(chars.next());
+                        }
+                        '|' => cells.push(String::new()),
+                        c => cells.last_mut().unwrap().push(c),
+                    }
+                }
+                cells[1..cells.len() - 1].to_vec()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn hostile_ids_render_as_text_in_the_summary() {
+        let long = format!("t.py::t[{}]", "<|`]%\r\n\0\u{1b}".repeat(250));
+        let hostile = [
+            "t.py::t[<script>alert(1)</script>]",
+            "t.py::t[a|b|c|d]",
+            "t.py::t[`code`]",
+            "t.py::t[x](javascript:alert(1))",
+            "t.py::t[100%]",
+            "t.py::t[cr\rlf\n| row |]",
+            "t.py::t[nul\0]",
+            "t.py::t[\u{1b}[31mred\u{1b}[0m]",
+            long.as_str(),
+        ];
+        let results: Vec<_> = hostile.iter().map(|id| failed(id, "m")).collect();
+        let stale = vec!["t.py::gone[<img src=x onerror=alert(1)>|]".to_string()];
+        let s = step_summary(
+            &results,
+            &stale,
+            "9 measured: 9 over",
+            "memcheck update --from 'r.json'\n```\nrm -rf ~",
+        );
+        assert!(!s.contains("<script") && !s.contains("<img"), "{s}");
+        assert!(s.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(!s.contains('\0') && !s.contains('\u{1b}') && !s.contains('\r'));
+        assert!(s.contains("t.py::t\\[x\\](javascript:alert(1))"), "{s}");
+        // Header, alignment, one row per test and per stale entry, six columns each.
+        let table = rows(&s);
+        assert_eq!(table.len(), 2 + hostile.len() + 1, "{s}");
+        assert!(table.iter().all(|r| r.len() == 6), "{table:?}");
+        assert!(
+            s.contains("\n````sh\nmemcheck update --from 'r.json'\\x0a```\\x0arm -rf ~\n````\n"),
+            "{s}"
+        );
+        // Negative control: a benign id is shown as it is, bar Markdown's own escapes.
+        let s = step_summary(&[failed("t.py::test_ok[plain-1.5]", "m")], &[], "1", "a");
+        assert!(
+            s.contains("| over | t.py::test\\_ok\\[plain-1.5\\] |"),
+            "{s}"
+        );
+        assert_eq!(rows(&s).len(), 3);
     }
 }

@@ -2,10 +2,14 @@
 //! This file only declares the modules and the Python extension.
 
 pub mod baseline;
+pub mod boundary;
 pub mod cli;
 pub mod config;
 pub mod dump;
 pub mod error;
+pub mod escape;
+#[cfg(test)]
+mod fuzz;
 pub mod gate;
 pub mod git;
 pub mod github;

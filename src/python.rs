@@ -1,14 +1,16 @@
 //! The Python face of the engine: thin wrappers, no logic of their own.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
 use crate::baseline::{Entry, Environment};
+use crate::boundary::Boundary;
 use crate::config;
 use crate::error::Error;
+use crate::escape;
 use crate::meter::{self, MeterKind};
 use crate::report;
 use crate::session::{Coverage, Location, MarkerRules, TestResult, UpdateMode};
@@ -317,15 +319,13 @@ impl Session {
         git_ref: Option<String>,
     ) -> PyResult<Self> {
         let settings = config::load(&root, &overrides)?;
-        let dir = config::expand_dir(&settings.baseline_dir, &python, &platform, &implementation)?;
         let env = Environment {
             python,
             implementation,
             platform,
             meter: settings.meter.name().to_string(),
         };
-        let dir = config::baseline_dir(&root, &dir, &settings)?;
-        let mut inner = crate::session::Session::new(settings, env, dir);
+        let mut inner = crate::session::Session::open(&root, settings, env, "this interpreter")?;
         if let Some(rev) = git_ref {
             inner.use_git_ref(&root, &rev)?;
         }
@@ -444,9 +444,13 @@ impl Session {
         let changes = self
             .inner
             .update(mode, &coverage(complete, collected, scope))?;
+        // Notes quote environments read from baseline files: shown in the terminal.
         Ok(changes
             .into_iter()
-            .map(|c| (c.path, c.written, c.pruned, c.deleted, c.note))
+            .map(|c| {
+                let note = c.note.as_deref().map(escape::terminal);
+                (c.path, c.written, c.pruned, c.deleted, note)
+            })
             .collect())
     }
 
@@ -464,9 +468,13 @@ impl Session {
         report::totals_line(&self.inner.results, stale)
     }
 
-    /// Write every result of the run to `path` (the `--memcheck-json` schema).
+    /// Write every result of the run to `path` (the `--memcheck-json` schema). The path is the
+    /// user's `--memcheck-json`: it may be anywhere.
     fn write_json(&self, path: PathBuf, stale: Vec<String>, complete: bool) -> PyResult<()> {
-        Ok(self.inner.results_document(stale, complete).write(&path)?)
+        let (dir, name) = split_file(&path)?;
+        let boundary = Boundary::chosen(dir, "the --memcheck-json directory")?;
+        let document = self.inner.results_document(stale, complete);
+        Ok(document.write(&boundary, name)?)
     }
 
     /// GitHub Actions output: (annotation lines, step summary Markdown).
@@ -480,10 +488,45 @@ impl Session {
     }
 }
 
-/// Write `<stem>.folded` and a flame graph `<stem>.svg` into `dir`.
+/// A path the user chose, as its directory and its file name.
+fn split_file(path: &Path) -> PyResult<(&Path, &Path)> {
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => Ok((dir, Path::new(name))),
+        _ => Err(Error::usage(path.display().to_string(), "not a file name").into()),
+    }
+}
+
+/// Write `<stem>.folded` and a flame graph `<stem>.svg` under `dir`, the `--memcheck-dump`
+/// directory the user chose.
 #[pyfunction]
 fn write_flamegraph(dir: PathBuf, stem: &str, folded: &str, title: &str) -> PyResult<()> {
-    Ok(crate::dump::write_flamegraph(&dir, stem, folded, title)?)
+    let boundary = Boundary::chosen(&dir, "the --memcheck-dump directory")?;
+    Ok(crate::dump::write_flamegraph(
+        &boundary, stem, folded, title,
+    )?)
+}
+
+/// Write `text` to the file `name` under `dir`, the `--memcheck-dump` directory (the JSON of a
+/// heap dump): atomically, and refused if `name` leads out of `dir`.
+#[pyfunction]
+fn write_dump_file(dir: PathBuf, name: PathBuf, text: &str) -> PyResult<()> {
+    let boundary = Boundary::chosen(&dir, "the --memcheck-dump directory")?;
+    boundary.write(&name, text.as_bytes(), "heap dump")?;
+    Ok(())
+}
+
+/// Append `text` to the file at `path`, named by the CI runner (`GITHUB_STEP_SUMMARY`).
+#[pyfunction]
+fn append_step_summary(path: PathBuf, text: &str) -> PyResult<()> {
+    let (dir, name) = split_file(&path)?;
+    let boundary = Boundary::chosen(dir, "the directory of GITHUB_STEP_SUMMARY")?;
+    Ok(boundary.append(name, text.as_bytes(), "step summary")?)
+}
+
+/// Text for the terminal: control characters shown as `\xNN`, line breaks kept.
+#[pyfunction]
+fn escape_terminal(text: &str) -> String {
+    escape::terminal_text(text)
 }
 
 /// A safe, distinct file name stem for a node id.
@@ -514,7 +557,10 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(measure, m)?)?;
     m.add_function(wrap_pyfunction!(cli, m)?)?;
     m.add_function(wrap_pyfunction!(write_flamegraph, m)?)?;
+    m.add_function(wrap_pyfunction!(write_dump_file, m)?)?;
+    m.add_function(wrap_pyfunction!(append_step_summary, m)?)?;
     m.add_function(wrap_pyfunction!(dump_stem, m)?)?;
+    m.add_function(wrap_pyfunction!(escape_terminal, m)?)?;
     m.add_function(wrap_pyfunction!(meter_footprint, m)?)?;
     m.add_function(wrap_pyfunction!(exclude_threads_running_now, m)?)?;
     m.add_function(wrap_pyfunction!(parse_size, m)?)?;

@@ -1,14 +1,18 @@
-//! What the user reads: the failure message of a test and the terminal summary table.
+//! What the user reads: the failure message of a test and the terminal summary table. Node ids
+//! and the update command (which holds one) are escaped for the terminal (`escape.rs`): an id
+//! read from a baseline file or a parametrized value can hold ESC sequences or CR.
 
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{Cell, ContentArrangement, Table};
 
+use crate::escape::terminal;
 use crate::gate::Outcome;
 use crate::session::TestResult;
 use crate::sizes::{format_delta, format_size};
 
 /// The message of a test the gate fails.
 pub fn failure_message(r: &TestResult, update_hint: &str) -> String {
+    let update_hint = &terminal(update_hint);
     let mut lines = Vec::new();
     match r.outcome {
         Outcome::Over => {
@@ -83,7 +87,7 @@ pub fn summary_table(results: &[TestResult], stale: &[String], verbose: bool) ->
         let base = r.baseline;
         table.add_row([
             Cell::new(r.outcome.name()),
-            Cell::new(&r.nodeid),
+            Cell::new(terminal(&r.nodeid)),
             Cell::new(format_size(r.measured.peak)),
             Cell::new(delta(r.measured.peak, base.map(|b| b.peak))),
             Cell::new(format_size(r.measured.retained)),
@@ -94,7 +98,7 @@ pub fn summary_table(results: &[TestResult], stale: &[String], verbose: bool) ->
     for s in stale {
         table.add_row([
             Cell::new("stale"),
-            Cell::new(s),
+            Cell::new(terminal(s)),
             Cell::new(""),
             Cell::new(""),
             Cell::new(""),
@@ -212,5 +216,27 @@ mod tests {
             m.contains("accept it: pytest --memcheck-update 't.py::over'"),
             "{m}"
         );
+        let m = failure_message(&r, "pytest --memcheck-update 't.py::o[\u{1b}[2J\r]'");
+        assert!(m.ends_with("'t.py::o[\\x1b[2J\\x0d]'"), "{m}");
+    }
+
+    #[test]
+    fn hostile_ids_cannot_drive_the_terminal() {
+        let ids = [
+            "t.py::t[\u{1b}[2J\u{1b}]0;pwned\u{7}]",
+            "t.py::t[cr\rlf\nnul\0]",
+            "t.py::t[csi\u{9b}31m]",
+        ];
+        let rs: Vec<_> = ids.iter().map(|id| result(id, 10, None)).collect();
+        let stale = ["t.py::gone[\u{1b}[31m]".to_string()];
+        let t = summary_table(&rs, &stale, true).unwrap();
+        assert!(!t.chars().any(|c| c.is_control() && c != '\n'), "{t:?}");
+        assert!(t.contains("t.py::t[\\x1b[2J\\x1b]0;pwned\\x07]"), "{t}");
+        assert!(t.contains("t.py::gone[\\x1b[31m]"), "{t}");
+        // One line per row: header, 3 tests, 1 stale, borders.
+        assert_eq!(t.lines().count(), 4 + 4, "{t}");
+        // Negative control: unicode ids are shown as they are.
+        let t = summary_table(&[result("t.py::t[ü-π]", 10, None)], &[], true).unwrap();
+        assert!(t.contains("t.py::t[ü-π]"), "{t}");
     }
 }

@@ -7,7 +7,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::baseline::{write_atomic, Environment};
+use crate::baseline::Environment;
+use crate::boundary::Boundary;
 use crate::error::{Error, Result};
 use crate::gate::Outcome;
 use crate::session::TestResult;
@@ -72,17 +73,35 @@ impl Results {
         serde_json::to_string_pretty(self).expect("results serialize") + "\n"
     }
 
-    pub fn write(&self, path: &Path) -> Result<()> {
-        write_atomic(path, self.to_json().as_bytes())
+    /// Write to `path` under `boundary`, atomically.
+    pub fn write(&self, boundary: &Boundary, path: &Path) -> Result<()> {
+        boundary.write(path, self.to_json().as_bytes(), "results file")?;
+        Ok(())
     }
 
     pub fn read(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, "read", e))?;
-        let results: Results = serde_json::from_str(&text).map_err(|e| Error::File {
-            path: path.to_path_buf(),
-            line: e.line(),
-            column: e.column(),
-            message: e.to_string(),
+        Self::parse(&text, path)
+    }
+
+    /// Parse the text of a results file read from `path` (untrusted: a CI artifact). Errors
+    /// name the file, line and column.
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let results: Results = serde_json::from_str(text).map_err(|e| {
+            // serde_json counts columns from 0 at the start of a line (an error there, or at the
+            // end of an empty file, says column 0) and repeats the position in its message.
+            let (line, column) = (e.line().max(1), e.column().max(1));
+            let message = e.to_string();
+            let suffix = format!(" at line {} column {}", e.line(), e.column());
+            Error::File {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message: message
+                    .strip_suffix(&suffix)
+                    .unwrap_or(&message)
+                    .to_string(),
+            }
         })?;
         if results.schema != SCHEMA || results.version > VERSION {
             return Err(Error::File {
@@ -154,7 +173,8 @@ mod tests {
         assert_eq!(r.totals["failed"], 1);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.json");
-        r.write(&path).unwrap();
+        r.write(&Boundary::project(dir.path()).unwrap(), &path)
+            .unwrap();
         let back = Results::read(&path).unwrap();
         assert_eq!(back.tests.len(), 2);
         assert_eq!(back.tests[0].outcome, Outcome::Over);
@@ -170,6 +190,9 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("r.json:1:"));
+        // Found by src/fuzz.rs: serde_json's column 0, and its position repeated.
+        let e = Results::parse("", &path).unwrap_err().to_string();
+        assert!(e.ends_with("r.json:1:1: EOF while parsing a value"), "{e}");
         let mut r = Results::new(env(), gating(), true, vec![], vec![]);
         r.version = 99;
         std::fs::write(&path, r.to_json()).unwrap();

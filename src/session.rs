@@ -2,14 +2,14 @@
 //! Plain Rust; the pytest plugin drives it through `python.rs`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::baseline::{
     files_in, module_file, module_of, split_nodeid, BaselineFile, Entry, Environment,
 };
-use crate::config::Settings;
-use crate::error::{Error, Result};
+use crate::boundary::Boundary;
+use crate::config::{self, Settings};
+use crate::error::Result;
 use crate::gate::{fails, judge, Check, Outcome, Rules, Tolerance};
 use crate::sizes::{parse_percent, parse_size};
 
@@ -120,18 +120,42 @@ pub struct Session {
     pub settings: Settings,
     pub env: Environment,
     pub dir: PathBuf,
+    /// Every baseline file is written and removed through it.
+    pub boundary: Boundary,
     pub source: Option<GitSource>,
     files: HashMap<String, Option<BaselineFile>>,
     pub results: Vec<TestResult>,
 }
 
 impl Session {
-    /// `dir` is the baseline directory, already expanded and absolute.
-    pub fn new(settings: Settings, env: Environment, dir: PathBuf) -> Self {
+    /// The run over the project at `root`, for pytest and the `memcheck` command alike: the
+    /// baseline directory of the settings, its placeholders filled from `env` (whose values came
+    /// from `env_origin`: this interpreter, or a results file), and its write boundary.
+    pub fn open(
+        root: &Path,
+        settings: Settings,
+        env: Environment,
+        env_origin: &str,
+    ) -> Result<Self> {
+        let expanded = config::expand_dir(
+            &settings.baseline_dir,
+            &env.python,
+            &env.platform,
+            &env.implementation,
+            env_origin,
+        )?;
+        let (dir, boundary) = config::baseline_dir(root, &expanded, &settings)?;
+        Ok(Session::new(settings, env, dir, boundary))
+    }
+
+    /// `dir` is the baseline directory, already expanded and absolute, and `boundary` the
+    /// directory its files must stay in.
+    pub fn new(settings: Settings, env: Environment, dir: PathBuf, boundary: Boundary) -> Self {
         Session {
             settings,
             env,
             dir,
+            boundary,
             source: None,
             files: HashMap::new(),
             results: Vec::new(),
@@ -350,10 +374,12 @@ impl Session {
                     .filter(|m| coverage.covers(m)),
             );
         }
-        // Read everything first: one malformed file stops the update before anything is written.
+        // Read and check everything first: one malformed file, or one path the boundary refuses,
+        // stops the update before anything is written.
         let mut existing = BTreeMap::new();
         for module in &modules {
             let path = module_file(&self.dir, module)?;
+            self.boundary.check(&path, "baseline file")?;
             existing.insert(module.clone(), (path.clone(), BaselineFile::read(&path)?));
         }
         let tolerance = self.settings.tolerance;
@@ -408,10 +434,10 @@ impl Session {
             }
             let deleted = file.entries.is_empty() && old.is_some() && coverage.complete;
             let changed = if deleted {
-                fs::remove_file(&path).map_err(|e| Error::io(&path, "remove", e))?;
+                self.boundary.remove(&path, "baseline file")?;
                 true
             } else {
-                !file.entries.is_empty() && file.write(&path)?
+                !file.entries.is_empty() && file.write(&self.boundary, &path)?
             };
             if !changed && note.is_none() {
                 continue;
@@ -433,6 +459,7 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     use crate::baseline::test_env as env;
 
@@ -446,7 +473,8 @@ mod tests {
     }
 
     fn session(dir: &Path) -> Session {
-        Session::new(Settings::default(), env(), dir.to_path_buf())
+        let boundary = Boundary::project(dir).unwrap();
+        Session::new(Settings::default(), env(), dir.to_path_buf(), boundary)
     }
 
     fn run(
@@ -611,6 +639,34 @@ mod tests {
             .update(UpdateMode::All, &complete(&["t/test_a.py::test_x"]))
             .is_err());
         assert_eq!(fs::read_to_string(&path).unwrap(), "[memcheck\nbroken");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_refused_path_stops_the_update_before_any_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("z")).unwrap();
+        let mut s = session(dir.path());
+        for id in ["a/test_a.py::t", "z/test_z.py::t"] {
+            let r = s.judge(id, entry(1), &MarkerRules::default(), "").unwrap();
+            s.record(r);
+        }
+        let e = s.update(UpdateMode::All, &Coverage::default()).unwrap_err();
+        assert!(e.to_string().contains("no-symlink-out"), "{e}");
+        assert!(
+            !dir.path().join("a/test_a.toml").exists(),
+            "nothing written"
+        );
+        assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
+        // Negative control: without the link, both are written.
+        fs::remove_file(dir.path().join("z")).unwrap();
+        assert_eq!(
+            s.update(UpdateMode::All, &Coverage::default())
+                .unwrap()
+                .len(),
+            2
+        );
     }
 
     #[test]

@@ -78,8 +78,10 @@ pub fn parse_size(text: &str, origin: &str) -> Result<u64> {
         .checked_mul(multiplier as u128)
         .ok_or_else(|| bad("it is too large".into()))?;
     let divisor = 10u128.pow(decimal.scale);
-    // Round half up: "1.3 KiB" is 1331.2 bytes, a limit of 1331 bytes.
-    let bytes = (scaled + divisor / 2) / divisor;
+    // Round half up: "1.3 KiB" is 1331.2 bytes, a limit of 1331 bytes. Quotient and remainder:
+    // `scaled + divisor / 2` could wrap for 30-digit numbers near u128::MAX.
+    let (whole, rest) = (scaled / divisor, scaled % divisor);
+    let bytes = whole + u128::from(rest >= divisor - rest);
     u64::try_from(bytes).map_err(|_| bad("it is too large".into()))
 }
 
@@ -194,6 +196,19 @@ mod tests {
         for (text, want) in cases {
             assert_eq!(parse_size(text, "t").unwrap(), want, "{text}");
         }
+    }
+
+    #[test]
+    fn long_numbers_near_the_limit_do_not_wrap() {
+        // 316912650057057350374175801343 × 2^30 is within 5e28 of u128::MAX: adding half the
+        // divisor before dividing wrapped to 0 in release builds.
+        assert_eq!(
+            parse_size("3.16912650057057350374175801343 GiB", "t").unwrap(),
+            3_402_823_669
+        );
+        assert_eq!(parse_size("0.5", "t").unwrap(), 1);
+        assert_eq!(parse_size("0.49", "t").unwrap(), 0);
+        assert_eq!(parse_size("2.5 B", "t").unwrap(), 3);
     }
 
     #[test]

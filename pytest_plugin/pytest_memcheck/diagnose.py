@@ -70,12 +70,12 @@ class Diagnosis:
 
     def dump(self, directory: Path, nodeid: str, root: Path) -> None:
         """`--memcheck-dump`: folded stacks and flame graphs of the peak and the retained
-        allocations, and a JSON of the top sites."""
+        allocations, and a JSON of the top sites. Written by the engine's write boundary: under
+        `directory` (the user's choice), atomically."""
         import json
 
         from pytest_memcheck import _engine
 
-        directory.mkdir(parents=True, exist_ok=True)
         stem = _engine.dump_stem(nodeid)
         for kind, folded in (("peak", self.peak_folded), ("retained", self.retained_folded)):
             if folded:
@@ -104,9 +104,16 @@ class Diagnosis:
             "growth": dict(self.growth),
             "held_by": self.chain,
         }
-        (directory / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+        _engine.write_dump_file(str(directory), f"{stem}.json", json.dumps(report, indent=2) + "\n")
 
     def text(self, root: Path, metrics: set[str], cycles: int) -> str:
+        """The diagnosis for the failure message, escaped for the terminal: type names and paths
+        are the test's data (`type("\\x1b[2J", (), {})` is a class name)."""
+        from pytest_memcheck import _engine
+
+        return _engine.escape_terminal(self._text(root, metrics, cycles))
+
+    def _text(self, root: Path, metrics: set[str], cycles: int) -> str:
         lines = []
         if self.error:
             return f"  (no diagnosis: {self.error})"

@@ -489,9 +489,8 @@ class Manager:
         summary_path = os.environ.get("GITHUB_STEP_SUMMARY")
         if summary_path:
             try:
-                with open(summary_path, "a", encoding="utf-8") as f:
-                    f.write(summary)
-            except OSError as e:
+                _engine.append_step_summary(summary_path, summary)
+            except (OSError, _engine.MemcheckError) as e:
                 self.warnings.append(f"step summary not written: {e}")
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
