@@ -293,6 +293,7 @@ fn valid_results() -> impl Strategy<Value = Results> {
             outcome: if failed { Outcome::Over } else { Outcome::New },
             failed,
             recordable: true,
+            disturbed: None,
             measured,
             baseline: None,
             limits: Default::default(),
@@ -599,6 +600,7 @@ mod links {
                             outcome: Outcome::New,
                             failed: false,
                             recordable: true,
+                            disturbed: None,
                             measured: Entry {
                                 peak: i as u64,
                                 ..Entry::default()

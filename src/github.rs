@@ -103,6 +103,21 @@ pub fn step_summary(
             out.push_str(&row);
         }
     }
+    let disturbed: Vec<&TestResult> = results.iter().filter(|r| r.disturbed.is_some()).collect();
+    if !disturbed.is_empty() {
+        out.push_str("\nNot gated, the measurement cannot be trusted:\n\n");
+        for r in disturbed {
+            let line = format!(
+                "- {}: {}\n",
+                markdown(&r.nodeid),
+                markdown(r.disturbed.as_deref().unwrap_or_default())
+            );
+            if out.len() + line.len() + footer.len() + 200 > MAX_SUMMARY {
+                break;
+            }
+            out.push_str(&line);
+        }
+    }
     out.push_str(&footer);
     out
 }

@@ -115,7 +115,11 @@ pub fn disturbed_lines(results: &[TestResult]) -> Vec<String> {
         .iter()
         .filter_map(|r| {
             let reason = r.disturbed.as_deref()?;
-            Some(format!("disturbed: {}: {reason}; not gated", r.nodeid))
+            Some(format!(
+                "disturbed: {}: {}; not gated",
+                crate::escape::terminal(&r.nodeid),
+                crate::escape::terminal(reason)
+            ))
         })
         .collect();
     lines.sort();

@@ -649,7 +649,9 @@ mod tests {
         std::os::unix::fs::symlink(outside.path(), dir.path().join("z")).unwrap();
         let mut s = session(dir.path());
         for id in ["a/test_a.py::t", "z/test_z.py::t"] {
-            let r = s.judge(id, entry(1), &MarkerRules::default(), "").unwrap();
+            let r = s
+                .judge(id, entry(1), None, &MarkerRules::default(), "")
+                .unwrap();
             s.record(r);
         }
         let e = s.update(UpdateMode::All, &Coverage::default()).unwrap_err();
