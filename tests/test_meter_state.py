@@ -188,3 +188,27 @@ def test_more_threads_than_can_be_told_apart_is_disturbed_not_silent(project):
     assert outcome[60]["outcome"] == "new"
     assert outcome[70]["outcome"] == "disturbed", outcome[70]
     assert "cannot be told apart" in outcome[70]["disturbed"]
+
+
+def test_github_output_lists_disturbed_tests_with_their_reason(project, monkeypatch):
+    project.pytester.makepyfile(
+        test_tm="""
+        import tracemalloc
+
+        def test_uses_tracemalloc():
+            tracemalloc.start()
+            tracemalloc.stop()
+
+        def test_plain():
+            data = bytearray(5000)
+        """
+    )
+    summary = project.path / "summary.md"
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    assert project.run("--memcheck").ret == 0
+    text = summary.read_text()
+    assert "Not gated, the measurement cannot be trusted:" in text
+    lines = [x for x in text.splitlines() if x.startswith("- ")]
+    assert len(lines) == 1 and "test\\_uses\\_tracemalloc" in lines[0], text
+    assert "started tracemalloc" in lines[0]
