@@ -1,6 +1,7 @@
 //! The `memcheck` command: review and accept baselines outside pytest.
 //!
-//! Exit status: 0 success; 1 `check` found tests over budget; 2 bad usage or bad input (a file
+//! Exit status: 0 success; 1 `check` found tests over budget, or there was nothing to show (no
+//! baselines, a test with no history, results with no tests); 2 bad usage or bad input (a file
 //! that cannot be read, an unknown revision...), with the reason on stderr.
 
 use std::collections::BTreeMap;
@@ -8,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use comfy_table::presets::{ASCII_MARKDOWN, UTF8_FULL_CONDENSED};
-use comfy_table::Table;
+use comfy_table::{ColumnConstraint, ContentArrangement, Table};
 
 use crate::baseline::{files_in, module_of, split_nodeid, BaselineFile, Entry, Environment};
 use crate::config;
@@ -23,12 +24,14 @@ use crate::sizes::{format_delta, format_size};
 #[command(
     name = "memcheck",
     about = "Review and accept pytest-memcheck baselines",
-    after_help = "Exit status: 0 success, 1 `check` found tests over budget, 2 bad usage or input."
+    after_help = "Exit status: 0 success, 1 `check` found tests over budget or there was nothing \
+                  to show, 2 bad usage or input."
 )]
 struct Cli {
-    /// The project root (where pyproject.toml or memcheck.toml lives).
-    #[arg(long, global = true, default_value = ".")]
-    root: PathBuf,
+    /// The project root (where pyproject.toml or memcheck.toml lives); by default found as pytest
+    /// finds its rootdir, searching upward from the current directory.
+    #[arg(long, global = true)]
+    root: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -120,11 +123,73 @@ fn baseline_dir(root: &Path, env: &Environment) -> Result<PathBuf> {
     Ok(PathBuf::from(dir))
 }
 
+/// The project root as pytest finds its rootdir: the nearest ancestor of `start` (itself
+/// included) with a pytest or memcheck configuration, else the nearest with a pyproject.toml,
+/// else `start`.
+pub fn discover_root(start: &Path) -> PathBuf {
+    let holds = |dir: &Path, name: &str, section: Option<&str>| {
+        let path = dir.join(name);
+        match section {
+            None => path.is_file(),
+            Some(section) => std::fs::read_to_string(&path).is_ok_and(|t| t.contains(section)),
+        }
+    };
+    let configured = |dir: &Path| {
+        holds(dir, "memcheck.toml", None)
+            || holds(dir, "pytest.ini", None)
+            || holds(dir, ".pytest.ini", None)
+            || holds(dir, "pyproject.toml", Some("[tool.pytest.ini_options]"))
+            || holds(dir, "pyproject.toml", Some("[tool.memcheck]"))
+            || holds(dir, "tox.ini", Some("[pytest]"))
+            || holds(dir, "setup.cfg", Some("[tool:pytest]"))
+    };
+    start
+        .ancestors()
+        .find(|dir| configured(dir))
+        .or_else(|| {
+            start
+                .ancestors()
+                .find(|dir| holds(dir, "pyproject.toml", None))
+        })
+        .unwrap_or(start)
+        .to_path_buf()
+}
+
+/// Fit a table to the terminal it is printed on (`COLUMNS` wide when set, else the terminal's
+/// width), never wrapping its first column: node ids are copied and grepped. Piped output is not
+/// wrapped: one line per row.
+fn fit(table: &mut Table) {
+    use std::io::IsTerminal;
+    if std::io::stdout().is_terminal() {
+        fit_to(
+            table,
+            std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()),
+        );
+    }
+}
+
+/// Wrap `table` within `width` (None: the terminal's), all columns but the first.
+fn fit_to(table: &mut Table, width: Option<u16>) {
+    if let Some(width) = width {
+        table.set_width(width);
+    }
+    table.set_content_arrangement(ContentArrangement::Dynamic);
+    if let Some(column) = table.column_mut(0) {
+        column.set_constraint(ColumnConstraint::ContentWidth);
+    }
+}
+
 fn run(cli: Cli, here: &Here) -> Result<i32> {
-    let root = cli
-        .root
+    let given = match cli.root {
+        Some(root) => root,
+        None => {
+            let here = std::env::current_dir().map_err(|e| Error::io(Path::new("."), "open", e))?;
+            discover_root(&here)
+        }
+    };
+    let root = given
         .canonicalize()
-        .map_err(|e| Error::io(&cli.root, "open", e))?;
+        .map_err(|e| Error::io(&given, "open", e))?;
     let env = Environment {
         python: here.python.clone(),
         implementation: here.implementation.clone(),
@@ -135,6 +200,14 @@ fn run(cli: Cli, here: &Here) -> Result<i32> {
         Command::Show { rev } => {
             let dir = baseline_dir(&root, &env)?;
             let files = read_all(&root, &dir, rev.as_deref())?;
+            if files.values().all(|f| f.entries.is_empty()) {
+                eprintln!(
+                    "memcheck: no baselines in {} (project root {}): record them with pytest --memcheck-update",
+                    terminal(&dir.display().to_string()),
+                    terminal(&root.display().to_string())
+                );
+                return Ok(1);
+            }
             print!("{}", show(&files));
             Ok(0)
         }
@@ -158,8 +231,20 @@ fn run(cli: Cli, here: &Here) -> Result<i32> {
                 .to_string_lossy()
                 .trim_start_matches('/')
                 .replace('\\', "/");
-            print!("{}", log(&repo.history(&path)?, key, &nodeid));
-            Ok(0)
+            match log(&repo.history(&path)?, key, &nodeid) {
+                Some(text) => {
+                    print!("{text}");
+                    Ok(0)
+                }
+                None => {
+                    eprintln!(
+                        "memcheck: no baseline of {} in the history of {} (node ids look like tests/test_io.py::test_read)",
+                        terminal(&nodeid),
+                        terminal(&path)
+                    );
+                    Ok(1)
+                }
+            }
         }
         Command::Update {
             from,
@@ -209,6 +294,16 @@ fn run(cli: Cli, here: &Here) -> Result<i32> {
         }
         Command::Check { from } => {
             let merged = merge(&from)?;
+            if merged.tests.is_empty() {
+                eprintln!(
+                    "memcheck: no test results in {}: was the run measured (pytest --memcheck --memcheck-json ...)?",
+                    from.iter()
+                        .map(|p| terminal(&p.display().to_string()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                return Ok(1);
+            }
             let failed: Vec<_> = merged.tests.iter().filter(|t| t.failed).collect();
             // Node ids and messages come from the results files: shown, never acted on.
             for t in &failed {
@@ -325,6 +420,7 @@ fn show(files: &BTreeMap<String, BaselineFile>) -> String {
             ]);
         }
     }
+    fit(&mut table);
     format!("{table}\n{n} baselines in {} files\n", files.len())
 }
 
@@ -394,6 +490,9 @@ fn diff(
     if n == 0 {
         return "no baseline changed\n".into();
     }
+    if let Format::Table = format {
+        fit(&mut table);
+    }
     format!("{table}\n{n} baselines changed\n")
 }
 
@@ -417,7 +516,11 @@ fn sparkline(values: &[u64]) -> String {
 }
 
 #[allow(clippy::type_complexity)]
-fn log(history: &[(String, String, i64, Option<String>)], key: &str, nodeid: &str) -> String {
+fn log(
+    history: &[(String, String, i64, Option<String>)],
+    key: &str,
+    nodeid: &str,
+) -> Option<String> {
     // Oldest first; keep the commits where this test's values changed.
     let mut points: Vec<(&str, &str, i64, Option<Entry>)> = Vec::new();
     for (id, summary, time, text) in history.iter().rev() {
@@ -435,7 +538,7 @@ fn log(history: &[(String, String, i64, Option<String>)], key: &str, nodeid: &st
         }
     }
     if points.iter().all(|p| p.3.is_none()) {
-        return format!("no baseline of {} in the history\n", terminal(nodeid));
+        return None;
     }
     let mut table = Table::new();
     table
@@ -449,12 +552,13 @@ fn log(history: &[(String, String, i64, Option<String>)], key: &str, nodeid: &st
         };
         table.add_row([id.to_string(), date, peak, retained, terminal(summary)]);
     }
+    fit(&mut table);
     let peaks: Vec<u64> = points.iter().filter_map(|p| p.3.map(|e| e.peak)).collect();
-    format!(
+    Some(format!(
         "{}\n{table}\npeak over time: {}\n",
         terminal(nodeid),
         sparkline(&peaks)
-    )
+    ))
 }
 
 /// `YYYY-MM-DD` of a Unix time (UTC), without a date crate.
@@ -483,6 +587,41 @@ mod tests {
         assert_eq!(format_date(1_764_028_800), "2025-11-25");
         assert_eq!(sparkline(&[1, 5, 9]), "▁▄█");
         assert_eq!(sparkline(&[3, 3]), "▄▄");
+    }
+
+    #[test]
+    fn the_root_is_found_upward_as_pytest_finds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let deep = root.join("tests/unit/deep");
+        std::fs::create_dir_all(&deep).unwrap();
+        // No configuration anywhere: the start itself.
+        assert_eq!(discover_root(&deep), deep);
+        // A bare pyproject.toml above: that directory.
+        std::fs::write(root.join("pyproject.toml"), "[project]\nname = 'x'\n").unwrap();
+        assert_eq!(discover_root(&deep), root);
+        // A pytest configuration nearer wins over a bare pyproject.toml further up.
+        std::fs::write(root.join("tests/pytest.ini"), "[pytest]\n").unwrap();
+        assert_eq!(discover_root(&deep), root.join("tests"));
+        std::fs::remove_file(root.join("tests/pytest.ini")).unwrap();
+        // A pyproject.toml without a pytest or memcheck section is not a configuration.
+        std::fs::write(root.join("tests/pyproject.toml"), "[project]\n").unwrap();
+        std::fs::write(root.join("pyproject.toml"), "[tool.memcheck]\n").unwrap();
+        assert_eq!(discover_root(&deep), root);
+    }
+
+    #[test]
+    fn tables_fit_the_width_without_wrapping_node_ids() {
+        let mut table = Table::new();
+        table
+            .load_preset(UTF8_FULL_CONDENSED)
+            .set_header(["test", "summary"]);
+        let id = "tests/test_module.py::test_with_a_rather_long_name[param]";
+        table.add_row([id, &"a long commit summary ".repeat(6)]);
+        fit_to(&mut table, Some(80));
+        let text = table.to_string();
+        assert!(text.lines().all(|l| l.chars().count() <= 80), "{text}");
+        assert!(text.contains(id), "{text}");
     }
 
     #[test]

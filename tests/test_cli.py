@@ -93,7 +93,8 @@ def test_log_follows_a_test_through_history(repo):
     assert result.stdout.index("alloc 1 MiB") < result.stdout.index("alloc 3 MiB")
     assert "peak over time: ▁▄█" in result.stdout
     result = memcheck(repo.path, "log", "test_suite.py::test_missing")
-    assert "no baseline of test_suite.py::test_missing" in result.stdout
+    assert result.returncode == 1
+    assert "no baseline of test_suite.py::test_missing" in result.stderr
 
 
 def test_update_from_ci_results_merges_shards(repo, monkeypatch):
@@ -179,3 +180,74 @@ def test_memcheck_ref_in_a_shallow_clone_says_how_to_fetch(repo, tmp_path):
     )
     assert result.returncode == pytest.ExitCode.USAGE_ERROR
     assert "shallow clone" in result.stderr and "fetch-depth: 0" in result.stderr
+
+
+def test_the_cli_finds_the_project_root_from_a_subfolder_as_pytest_does(repo):
+    sub = repo.path / "docs" / "deep"
+    sub.mkdir(parents=True)
+    (repo.path / "pyproject.toml").write_text("[tool.pytest.ini_options]\n")
+    result = memcheck(sub, "show")
+    assert result.returncode == 0, result.stderr
+    assert "test_suite.py::test_alloc" in result.stdout
+    assert memcheck(sub, "log", "test_suite.py::test_alloc").returncode == 0
+    # The negative control: a root given explicitly where there are no baselines finds none,
+    # and says so with a non-zero status instead of an empty table.
+    empty = memcheck(sub, "--root", str(sub), "show")
+    assert empty.returncode == 1
+    assert "no baselines in baselines" in empty.stderr
+    assert "pytest --memcheck-update" in empty.stderr
+
+
+def test_unknown_ids_and_empty_results_exit_non_zero(repo, tmp_path):
+    unknown = memcheck(repo.path, "log", "test_suite.py::test_nope")
+    assert unknown.returncode == 1
+    assert "no baseline of test_suite.py::test_nope" in unknown.stderr
+    known = memcheck(repo.path, "log", "test_suite.py::test_alloc")
+    assert known.returncode == 0
+    results = tmp_path / "empty.json"
+    assert repo.run("--memcheck", "--memcheck-json", str(results), "-k", "nothing_matches").ret == 5
+    empty = memcheck(repo.path, "check", "--from", str(results))
+    assert empty.returncode == 1, empty.stdout + empty.stderr
+    assert "no test results" in empty.stderr
+
+
+def _on_a_terminal(cwd, columns: int, *args: str) -> str:
+    """The CLI's output when its standard output is a terminal `columns` wide."""
+    import pty
+
+    main, child = pty.openpty()
+    env = {**os.environ, "COLUMNS": str(columns)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest_memcheck.cli", *args],
+        cwd=cwd,
+        stdout=child,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    os.close(child)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    proc.wait(timeout=30)
+    os.close(main)
+    return b"".join(chunks).decode().replace("\r\n", "\n")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no pseudo-terminals")
+def test_cli_tables_fit_the_terminal(repo):
+    narrow = _on_a_terminal(repo.path, 60, "show")
+    table = [line for line in narrow.splitlines() if line.startswith(("┌", "│", "└"))]
+    assert table and all(len(line) <= 60 for line in table), narrow
+    assert "test_suite.py::test_alloc" in narrow  # node ids are never wrapped
+    wide = _on_a_terminal(repo.path, 200, "show")
+    assert max(len(line) for line in wide.splitlines()) > 60
+    # Piped, the same table is not wrapped whatever COLUMNS says: one line per row.
+    piped = memcheck(repo.path, "show")
+    rows = [line for line in piped.stdout.splitlines() if "test_suite.py::" in line]
+    assert len(rows) == 2 and all("MiB" in row or "KiB" in row or " B " in row for row in rows)
