@@ -14,13 +14,20 @@ import linecache
 import os
 import sys
 import tracemalloc
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any, Callable
 
+import pytest
+
 FRAMES = 25
+# A test run again may fail or skip where its first run passed (pytest.warns of a warning that
+# is only issued once, a pytest.fail on a state the first run changed): that is not the test's
+# outcome, the first run's is.
+RERUN_ERRORS = (Exception, pytest.fail.Exception, pytest.skip.Exception)
 TOP = 5
 # Frames of these are folded away: the site is the innermost frame of the user's own code.
 FOLDED = (
@@ -219,8 +226,15 @@ def _backref_chain(target: Any, ignore: set[int], depth: int = 10) -> str | None
     return None
 
 
-def diagnose(func: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> Diagnosis:
+def diagnose(
+    func: Callable[..., Any],
+    args: tuple,
+    kwargs: dict[str, Any],
+    skip_because: str | None = None,
+) -> Diagnosis:
     """Run func once more under tracemalloc and report where its memory came from."""
+    if skip_because:
+        return Diagnosis([], [], [], None, f"not run again: {skip_because}")
     if tracemalloc.is_tracing():
         return Diagnosis([], [], [], None, "tracemalloc is already tracing")
     peak = {"bytes": 0, "snapshot": None}
@@ -241,12 +255,15 @@ def diagnose(func: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> D
     try:
         sys.setprofile(on_event)
         try:
-            func(*args, **kwargs)
+            # The verdict is the test's outcome: warnings of this extra run are not.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                func(*args, **kwargs)
         finally:
             sys.setprofile(None)
         gc.collect()
         retained = tracemalloc.take_snapshot()
-    except Exception as e:  # a test that cannot run again: say so, keep the verdict
+    except RERUN_ERRORS as e:  # a test that cannot run again: say so, keep the verdict
         return Diagnosis([], [], [], None, f"the test raised {type(e).__name__} when run again")
     finally:
         tracemalloc.stop()
