@@ -34,6 +34,8 @@ FOLDED = (
     os.sep + "_pytest" + os.sep,
     os.sep + "pluggy" + os.sep,
     os.sep + "pytest_memcheck" + os.sep,
+    # Another plugin's wrapper around the test (pytest-memray's) is not where memory went.
+    os.sep + "pytest_memray" + os.sep,
     "tracemalloc.py",
     "<frozen ",
 )
@@ -251,14 +253,16 @@ def diagnose(
     # gc.get_objects() finds afterwards is what the run left behind.
     gc.collect()
     gc.freeze()
+    # The verdict is the test's outcome: warnings of this extra run are not (filters set
+    # before tracing, so that they are not among the sites).
+    filters = warnings.catch_warnings()
+    filters.__enter__()
+    warnings.simplefilter("ignore")
     tracemalloc.start(FRAMES)
     try:
         sys.setprofile(on_event)
         try:
-            # The verdict is the test's outcome: warnings of this extra run are not.
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                func(*args, **kwargs)
+            func(*args, **kwargs)
         finally:
             sys.setprofile(None)
         gc.collect()
@@ -267,6 +271,7 @@ def diagnose(
         return Diagnosis([], [], [], None, f"the test raised {type(e).__name__} when run again")
     finally:
         tracemalloc.stop()
+        filters.__exit__(None, None, None)
     # What the run left behind, less the snapshots themselves.
     ours = _reachable([peak["snapshot"], retained])
     survivors = [o for o in gc.get_objects() if id(o) not in ours]

@@ -376,8 +376,31 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(manager, "memcheck-manager")
 
 
+MEMRAY_MARKERS = ("limit_memory", "limit_leaks", "limit_leaked_objects")
+MEMRAY_ADVICE = (
+    "pytest-memray and pytest-memcheck would both measure the test's call, each counting the "
+    "other's bookkeeping (memray would report our meter's tables as the test's memory and could "
+    "fail tests that pass without us). Measure with one of them per run: add -p no:memray "
+    "(pytest-memcheck honours limit_memory and limit_leaks itself) or leave out the memcheck options"
+)
+
+
+def _memray_on(config: pytest.Config) -> bool:
+    """pytest-memray is loaded and measures every test (--memray or its ini key)."""
+    if not config.pluginmanager.has_plugin("memray"):
+        return False
+    value = config.getoption("memray", default=None)
+    if value is None:
+        try:
+            value = config.getini("memray")
+        except (KeyError, ValueError):
+            value = None
+    return bool(value)
+
+
 def _refuse_memray(config: pytest.Config) -> None:
-    """Placeholder: checked once pytest-memray's interplay is measured."""
+    if _memray_on(config):
+        raise pytest.UsageError(f"--memray with pytest-memcheck: {MEMRAY_ADVICE}")
 
 
 def _in_ci() -> bool:
@@ -503,6 +526,18 @@ class Manager:
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        if self.config.pluginmanager.has_plugin("memray"):
+            # pytest-memray also measures, without --memray, every test with one of its markers.
+            marked = [
+                item.nodeid
+                for item in items
+                if any(item.get_closest_marker(name) for name in MEMRAY_MARKERS)
+            ]
+            if marked:
+                raise pytest.UsageError(
+                    f"pytest-memray measures the {len(marked)} tests with its markers "
+                    f"(e.g. {marked[0]}): {MEMRAY_ADVICE}"
+                )
         modules = set()
         for item in items:
             if isinstance(item, pytest.Function):
