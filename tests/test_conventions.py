@@ -152,6 +152,20 @@ def test_precedence_command_line_ini_tool_table(project):
     result.stdout.fnmatch_lines([header.format("3%", "8.00 KiB")])
 
 
+def test_precedence_of_switches(project):
+    """strict = true in [tool.memcheck] holds when no ini key is written (an unset ini key is
+    not false), an ini false overrides it, and the command line overrides both."""
+    project.pytester.makepyfile(test_two=TWO)
+    project.pytester.makepyprojecttoml("[tool.memcheck]\nstrict = true\n")
+    assert outcomes(project.run("--memcheck")) == {"failed": 2}
+    assert outcomes(project.run("--memcheck", "--no-memcheck-strict")) == {"passed": 2}
+    project.pytester.makepyprojecttoml(
+        "[tool.memcheck]\nstrict = true\n[tool.pytest.ini_options]\nmemcheck_strict = false\n"
+    )
+    assert outcomes(project.run("--memcheck")) == {"passed": 2}
+    assert outcomes(project.run("--memcheck", "--memcheck-strict")) == {"failed": 2}
+
+
 def test_bad_ini_values_name_the_key(project):
     project.pytester.makepyfile(test_two=TWO)
     for line, message in (

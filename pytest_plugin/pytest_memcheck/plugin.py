@@ -93,7 +93,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         Options default to None: unset, so that the ini key decides."""
         group.addoption(*names, dest=ini, default=None, **kwargs)
         text = kwargs.get("help", "").replace("%%", "%")
-        parser.addini(ini, f"{text} (--{ini.replace('_', '-')})", type=ini_type)
+        # default=None: unset, not False, so that [tool.memcheck] decides
+        parser.addini(ini, f"{text} (--{ini.replace('_', '-')})", type=ini_type, default=None)
 
     def negation(name: str, ini: str, what: str) -> None:
         group.addoption(
