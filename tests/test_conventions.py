@@ -89,6 +89,16 @@ def test_update_keeps_a_pass_when_the_second_run_fails(project):
     result = project.run("--memcheck-update")
     assert outcomes(result) == {"passed": 1, "warnings": 1}
     result.stdout.fnmatch_lines(["*second run raised Failed: ran twice*"])
+    # From an xdist worker the warning reaches the controller's summary and our section.
+    result = project.run("--memcheck-update", "-n", "2", "-W", "error")
+    assert outcomes(result) == {"passed": 1, "warnings": 1}
+    result.stdout.fnmatch_lines(
+        [
+            "*PytestMemcheckWarning: memcheck: test_fail_again.py::test_once: the confirming*",
+            "*= memcheck =*",
+            "warning: memcheck: test_fail_again.py::test_once: the confirming second run raised*",
+        ]
+    )
     # Without confirmation, nothing runs twice: no note.
     result = project.run("--memcheck-update", "--memcheck-confirm=no")
     assert outcomes(result) == {"passed": 1}

@@ -488,7 +488,11 @@ def test_config_table_and_placeholders(project):
 
 
 @pytest.mark.skipif(xdist is None, reason="pytest-xdist is not installed")
-def test_xdist_gives_the_same_files(project):
+def test_xdist_gives_the_same_files(project, monkeypatch):
+    # pytest-rerunfailures, when installed, talks to the controller over a socket from each
+    # worker; with it the json test's peak was 56 B higher than serial (within the floor; not
+    # explained yet, see README). This test is about xdist alone.
+    monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:rerunfailures")
     project.pytester.makepyfile(test_sized=SIZED)
     project.pytester.makepyfile(test_ordinary=ORDINARY)
     assert project.run("--memcheck-update").ret == 0
