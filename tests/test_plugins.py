@@ -217,3 +217,48 @@ def test_memray_refused_at_start_with_a_clear_message(project):
     result = run(*base, "-p", "no:memray", "--memcheck")
     assert outcomes(result) == {"passed": 1, "failed": 1}
     result.stdout.fnmatch_lines(["FAILED test_memray.py::test_marked - memcheck: over budget*"])
+
+
+PROPERTIES = """
+from hypothesis import given, settings, strategies as st
+
+@settings(max_examples=50, database=None)
+@given(st.lists(st.integers(), max_size=50))
+def test_sorted_is_idempotent(xs):
+    assert sorted(sorted(xs)) == sorted(xs)
+
+@settings(max_examples=50, database=None)
+@given(st.integers(min_value=0, max_value=10_000))
+def test_fails_on_big_numbers(n):
+    assert n < 5000
+
+def test_plain():
+    assert len(bytearray(2048)) == 2048
+"""
+
+
+@pytest.mark.parametrize("seed", ["1", "2"])
+def test_hypothesis_and_randomly_keep_every_outcome(project, seed):
+    """With pytest-randomly shuffling and reseeding, Hypothesis drawing examples, and warnings as
+    errors: a run measured or updating has the outcomes of a plain run, the falsifying example
+    included, and the gate finds nothing to fail on a second, reshuffled run."""
+    pytest.importorskip("hypothesis")
+    pytest.importorskip("pytest_randomly")
+    project.pytester.makepyfile(test_props=PROPERTIES)
+    project.pytester.makeini("[pytest]\nfilterwarnings =\n    error\n")
+    run = project.pytester.runpytest_subprocess
+    base = ("-p", "no:cacheprovider", "-p", "no:memray", "-p", "randomly")
+    plain = run(*base, f"--randomly-seed={seed}")
+    assert outcomes(plain) == {"passed": 2, "failed": 1}
+    plain.stdout.fnmatch_lines(["*Failing test case: test_fails_on_big_numbers(*", "*n=5000,*"])
+    update = run(*base, f"--randomly-seed={seed}", "--memcheck-update")
+    assert outcomes(update) == {"passed": 2, "failed": 1}
+    update.stdout.fnmatch_lines(["*Failing test case: test_fails_on_big_numbers(*", "*n=5000,*"])
+    assert set(project.baselines("test_props.toml")) == {
+        "memcheck",
+        "test_sorted_is_idempotent",
+        "test_plain",
+    }
+    gated = run(*base, "--randomly-seed=99", "--memcheck")
+    assert outcomes(gated) == {"passed": 2, "failed": 1}
+    gated.stdout.fnmatch_lines(["*2 measured: 2 ok*"])
