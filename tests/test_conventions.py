@@ -187,3 +187,26 @@ def test_bad_ini_values_name_the_key(project):
         result = project.run()
         assert result.ret == pytest.ExitCode.USAGE_ERROR, line
         result.stderr.fnmatch_lines([message])
+
+
+def test_a_disturbed_measurement_does_not_fail_the_test_under_warnings_as_errors(project):
+    """A test that starts tracemalloc cannot be measured; whatever we say about it is not raised
+    into it (on main it was a UserWarning, an error under -W error)."""
+    project.pytester.makepyfile(
+        test_tm="""
+        import tracemalloc
+
+        def test_leaves_tracemalloc_running():
+            tracemalloc.start()
+            data = bytearray(5000)
+            assert tracemalloc.get_traced_memory()[0] >= 5000
+
+        def test_zz_stops_it():
+            tracemalloc.stop()
+        """
+    )
+    assert outcomes(project.run("-W", "error")) == {"passed": 2}
+    for mode in ("--memcheck", "--memcheck-update"):
+        result = project.run(mode, "-W", "error")
+        assert result.parseoutcomes()["passed"] == 2, result.stdout.str()
+        assert "failed" not in result.parseoutcomes()
