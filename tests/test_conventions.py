@@ -210,3 +210,14 @@ def test_a_disturbed_measurement_does_not_fail_the_test_under_warnings_as_errors
         result = project.run(mode, "-W", "error")
         assert result.parseoutcomes()["passed"] == 2, result.stdout.str()
         assert "failed" not in result.parseoutcomes()
+
+
+def test_update_from_the_ini_and_its_negation(project):
+    project.pytester.makepyfile(test_two=TWO)
+    project.pytester.makeini("[pytest]\nmemcheck_update = all\n")
+    result = project.run("--no-memcheck-update")
+    assert outcomes(result) == {"passed": 2}
+    assert not (project.path / "baselines").exists()
+    result = project.run()
+    result.stdout.fnmatch_lines(["memcheck: *update: all"])
+    assert set(project.baselines("test_two.toml")) == {"memcheck", "test_small", "test_big"}
