@@ -14,6 +14,11 @@ from conftest import outcomes
 pytest.importorskip("pytest_rerunfailures")
 pytest.importorskip("pytest_timeout")
 pytest.importorskip("xdist")
+# Imported here, not inside a measured test: a first import would be counted as the test's.
+hypothesis = pytest.importorskip("hypothesis")
+pytest_randomly = pytest.importorskip("pytest_randomly")
+pytest_cov = pytest.importorskip("pytest_cov")
+pytest_memray = pytest.importorskip("pytest_memray")
 
 FLAKY = """
 import pytest
@@ -160,7 +165,6 @@ def test_grows():
 def test_coverage_adds_its_line_tables_within_the_floor(project, monkeypatch):
     """pytest-cov's tracer records the lines a test runs inside the test's window: a few KiB of
     peak and retained, well within the default floor; a real regression still fails."""
-    pytest.importorskip("pytest_cov")
     project.pytester.makepyfile(test_covered=COVERED)
     assert outcomes(project.run("--memcheck-update")) == {"passed": 2}
     plain = project.run("--memcheck", "--memcheck-json", "plain.json")
@@ -194,7 +198,6 @@ def test_plain():
 
 
 def test_memray_refused_at_start_with_a_clear_message(project):
-    pytest.importorskip("pytest_memray")
     project.pytester.makepyfile(test_memray=MEMRAY_MARKED)
     run = project.pytester.runpytest_subprocess
     base = ("-p", "no:randomly", "-p", "no:cacheprovider")
@@ -242,8 +245,6 @@ def test_hypothesis_and_randomly_keep_every_outcome(project, seed):
     """With pytest-randomly shuffling and reseeding, Hypothesis drawing examples, and warnings as
     errors: a run measured or updating has the outcomes of a plain run, the falsifying example
     included, and the gate finds nothing to fail on a second, reshuffled run."""
-    pytest.importorskip("hypothesis")
-    pytest.importorskip("pytest_randomly")
     project.pytester.makepyfile(test_props=PROPERTIES)
     project.pytester.makeini("[pytest]\nfilterwarnings =\n    error\n")
     run = project.pytester.runpytest_subprocess
