@@ -1,6 +1,7 @@
 //! Settings: `[tool.memcheck]` in pyproject.toml or `[memcheck]` in memcheck.toml, overridden by
-//! `--memcheck-*` options. Every key has one option; both are resolved here, in one place, and a
-//! bad value names where it came from (the option, or file:line:column).
+//! pytest's ini keys (`memcheck_tolerance = 5%` in pytest.ini, …), overridden by `--memcheck-*`
+//! options. Every key has one option; all are resolved here, in one place, and a bad value names
+//! where it came from (the option, the ini key, or file:line:column).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -126,6 +127,18 @@ fn parse_bool(text: &str, origin: &str) -> Result<bool> {
 /// Read the settings file in `root` (memcheck.toml first, then pyproject.toml) and apply the
 /// command-line `overrides` (setting name → text) on top.
 pub fn load(root: &Path, overrides: &BTreeMap<String, String>) -> Result<Settings> {
+    load_layers(root, &BTreeMap::new(), overrides)
+}
+
+/// [`load`] with pytest's ini keys between the settings file and the command line: `ini` maps a
+/// setting name to its text and where it was written (`memcheck_floor in pytest.ini`). An ini
+/// file is part of the checkout like the settings file, so an ini `baseline-dir` is held inside
+/// the root like one from `[tool.memcheck]`; only the command line may point elsewhere.
+pub fn load_layers(
+    root: &Path,
+    ini: &BTreeMap<String, (String, String)>,
+    overrides: &BTreeMap<String, String>,
+) -> Result<Settings> {
     let mut s = Settings::default();
     let memcheck_toml = root.join("memcheck.toml");
     let pyproject = root.join("pyproject.toml");
@@ -137,6 +150,12 @@ pub fn load(root: &Path, overrides: &BTreeMap<String, String>) -> Result<Setting
         apply_file(&mut s, &pyproject, "[tool.memcheck]", |text| {
             toml::from_str::<Pyproject>(text).map(|p| p.tool.and_then(|t| t.memcheck))
         })?;
+    }
+    for (name, (value, origin)) in ini {
+        if !OPTIONS.iter().any(|(key, _)| key == name) {
+            return Err(Error::usage(origin.clone(), "unknown setting"));
+        }
+        apply(&mut s, name, value, origin)?;
     }
     for (name, value) in overrides {
         let origin = OPTIONS
@@ -330,6 +349,35 @@ mod tests {
         let s = load(dir.path(), &over).unwrap();
         assert_eq!(s.tolerance.floor, 1024);
         assert_eq!(s.tolerance.relative, percent(2));
+    }
+
+    #[test]
+    fn ini_between_file_and_command_line() {
+        let dir = root_with(
+            "pyproject.toml",
+            "[tool.memcheck]\ntolerance = '5%'\nfloor = 4096\nstrict = true\n",
+        );
+        let ini_key = |name: &str, value: &str| {
+            let origin = format!("memcheck_{name} in pytest.ini");
+            (name.to_string(), (value.to_string(), origin))
+        };
+        let ini: BTreeMap<_, _> = [ini_key("floor", "2 KiB"), ini_key("tolerance", "7%")].into();
+        let over: BTreeMap<_, _> = [("tolerance".to_string(), "9%".to_string())].into();
+        let s = load_layers(dir.path(), &ini, &over).unwrap();
+        assert_eq!(s.tolerance.floor, 2048); // ini over the file
+        assert_eq!(s.tolerance.relative, percent(9)); // command line over ini
+        assert!(s.strict); // the file where nothing else says
+        let bad: BTreeMap<_, _> = [ini_key("floor", "12 parsecs")].into();
+        let e = load_layers(dir.path(), &bad, &BTreeMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("memcheck_floor in pytest.ini: invalid size"),
+            "{e}"
+        );
+        let dir_ini: BTreeMap<_, _> = [ini_key("baseline-dir", "/elsewhere")].into();
+        let s = load_layers(dir.path(), &dir_ini, &BTreeMap::new()).unwrap();
+        assert!(!s.baseline_dir_from_option);
     }
 
     #[test]

@@ -307,9 +307,10 @@ pub struct Session {
 #[pymethods]
 impl Session {
     /// Load the settings of the project at `root` with `overrides` from the command line
-    /// (setting name → text) and point at its baseline directory.
+    /// (setting name → text) and `ini` from pytest's ini keys (setting name → (text, where it
+    /// was written)), and point at its baseline directory.
     #[new]
-    #[pyo3(signature = (root, overrides, python, implementation, platform, git_ref=None))]
+    #[pyo3(signature = (root, overrides, python, implementation, platform, git_ref=None, ini=BTreeMap::new()))]
     fn new(
         root: PathBuf,
         overrides: BTreeMap<String, String>,
@@ -317,8 +318,9 @@ impl Session {
         implementation: String,
         platform: String,
         git_ref: Option<String>,
+        ini: BTreeMap<String, (String, String)>,
     ) -> PyResult<Self> {
-        let settings = config::load(&root, &overrides)?;
+        let settings = config::load_layers(&root, &ini, &overrides)?;
         let env = Environment {
             python,
             implementation,

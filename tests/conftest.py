@@ -33,8 +33,10 @@ class Project:
         self.path = Path(pytester.path)
 
     def run(self, *args: str) -> pytest.RunResult:
+        # pytest-memray measures the tests with its markers (limit_memory, ...) whenever it is
+        # installed; our scenarios use those markers for pytest-memcheck alone.
         return self.pytester.runpytest_subprocess(
-            "-p", "no:randomly", "-p", "no:cacheprovider", *args
+            "-p", "no:randomly", "-p", "no:cacheprovider", "-p", "no:memray", *args
         )
 
     def baselines(self, name: str, dir: str = "baselines") -> dict:

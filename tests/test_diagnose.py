@@ -99,7 +99,11 @@ def test_reference_cycles_are_counted_and_gated_on_request(project, monkeypatch)
         ]
     )
     project.pytester.makefile(".toml", pyproject="[tool.memcheck]\ngate-cycles = true\n")
-    assert project.run("--memcheck").ret == 1
+    result = project.run("--memcheck")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*cycles 1* objects is over its limit 0 objects*"])
+    # Switched on in the configuration, off for one run.
+    project.run("--memcheck", "--no-memcheck-gate-cycles").assert_outcomes(passed=1)
 
 
 def test_passing_tests_get_no_diagnosis(project):

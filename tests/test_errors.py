@@ -89,7 +89,11 @@ def test_bad_update_mode(project):
     project.pytester.makepyfile(test_simple=SIMPLE)
     result = project.run("--memcheck-update=some")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--memcheck-update*expected no value or one of changed, all*"])
+    result.stderr.fnmatch_lines(["*--memcheck-update*: ignored explicit argument 'some'*"])
+    project.pytester.makeini("[pytest]\nmemcheck_update = some\n")
+    result = project.run()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*memcheck_update in tox.ini: expected one of changed, all*"])
 
 
 def test_update_followed_by_a_test_path(project):

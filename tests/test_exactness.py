@@ -110,16 +110,16 @@ def test_python_meter_equals_tracemalloc_byte_for_byte(project):
     }
     assert differences == {}
     # And the numbers are the real ones, not two meters agreeing on nothing.
-    assert ours["test_bytes[1000000]"]["peak"] >= 1_000_000
+    assert 1_000_000 <= ours["test_bytes[1000000]"]["peak"] < 1_001_000
     assert ours["test_bytes[1000000]"]["retained"] == 0
     assert ours["test_bytearray_grows[100000]"]["peak"] >= 400_000
-    assert ours["test_retained_global"]["retained"] >= 123_456
+    assert 123_456 <= ours["test_retained_global"]["retained"] < 124_000
     assert ours["test_thread_started_and_joined"]["peak"] >= 300_000
     assert ours["test_reference_cycles"]["peak"] > 500 * 2 * 100
     assert ours["test_reference_cycles"]["retained"] == 0
     assert ours["test_reference_cycles"]["cycles"] >= 500 * 2
     assert ours["test_list_and_dict"]["allocations"] >= 20_000
-    if "test_numpy_array" in ours and ours["test_numpy_array"]["peak"]:
+    if numpy is not None:
         # numpy reports its data buffers through PyTraceMalloc_Track: 2 × 2 MB live at once.
         assert ours["test_numpy_array"]["peak"] >= 4_000_000
         assert ours["test_numpy_array"]["retained"] >= 80_000

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import outcomes
 
 # Imported here, not inside a measured test: first imports are costly, and our own suite is
 # gated too.
@@ -356,23 +357,31 @@ def test_hypothesis_tests_gate_peak_loosely_and_not_retained(project, monkeypatc
 
 
 def test_gate_retained_marker(project, monkeypatch):
+    """gate_retained=False exempts retained alone; the same growth fails a test without it."""
     project.pytester.makepyfile(
         test_keep="""
         import os, pytest
         KEPT = []
 
-        @pytest.mark.memcheck(gate_retained=False)
+        # An absolute peak limit: peak grows with what is kept, and is not what is tested here.
+        @pytest.mark.memcheck(gate_retained=False, peak="16 MiB")
         def test_fills_a_cache():
+            KEPT.append(bytearray(int(os.environ.get("KEEP", "10"))))
+
+        @pytest.mark.memcheck(peak="16 MiB")
+        def test_gated():
             KEPT.append(bytearray(int(os.environ.get("KEEP", "10"))))
         """
     )
-    assert project.run("--memcheck-update").ret == 0
+    assert outcomes(project.run("--memcheck-update")) == {"passed": 2}
+    assert outcomes(project.run("--memcheck")) == {"passed": 2}
     monkeypatch.setenv("KEEP", str(4 << 20))
-    # peak grows with it: loosen peak too, to see retained alone is not gated
-    result = project.run("--memcheck", "--memcheck-tolerance=10000%", "--memcheck-floor=8MiB")
-    assert result.ret == 0, result.stdout.str()
-    result = project.run("--memcheck", "--memcheck-floor=8MiB")
-    assert result.ret == 0
+    # Retained grows by 4 MiB, far past baseline + 10 % + 64 KiB: only the gated test fails.
+    result = project.run("--memcheck")
+    assert outcomes(result) == {"passed": 1, "failed": 1}, result.stdout.str()
+    result.stdout.fnmatch_lines(
+        ["*retained 4.00 MiB*is over its limit*", "FAILED test_keep.py::test_gated - memcheck*"]
+    )
 
 
 def test_confirmation_of_a_test_that_cannot_run_twice(project):
@@ -479,7 +488,11 @@ def test_config_table_and_placeholders(project):
 
 
 @pytest.mark.skipif(xdist is None, reason="pytest-xdist is not installed")
-def test_xdist_gives_the_same_files(project):
+def test_xdist_gives_the_same_files(project, monkeypatch):
+    # pytest-rerunfailures, when installed, talks to the controller over a socket from each
+    # worker; with it the json test's peak was 56 B higher than serial (within the floor; not
+    # explained yet, see README). This test is about xdist alone.
+    monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:rerunfailures")
     project.pytester.makepyfile(test_sized=SIZED)
     project.pytester.makepyfile(test_ordinary=ORDINARY)
     assert project.run("--memcheck-update").ret == 0

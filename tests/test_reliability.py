@@ -99,7 +99,9 @@ def test_hostile_tests_leave_the_allocator_sound(project):
     written = project.baselines("test_hostile.toml")
     assert "test_leaves_tracemalloc_running" not in written
     assert "test_deep_recursion" in written
-    assert project.run("--memcheck").ret == 1  # only test_raises
+    result = project.run("--memcheck", "-v")
+    result.assert_outcomes(passed=7, failed=1)  # only test_raises, on its own
+    result.stdout.fnmatch_lines(["FAILED test_hostile.py::test_raises - ValueError*"])
 
 
 SLOW = """
@@ -115,7 +117,9 @@ def test_slow():
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
-def test_signal_during_update_leaves_the_old_files(project, sig):
+def test_signal_during_a_test_of_an_update_leaves_the_old_files(project, sig):
+    """Interrupted while a test runs: pytest still finishes the session after SIGINT, and the
+    update must not write then (the control at the end shows it would have)."""
     project.pytester.makepyfile(test_slow=SLOW.replace("time.sleep(30)", "pass"))
     assert project.run("--memcheck-update").ret == 0
     path = project.path / "baselines" / "test_slow.toml"
@@ -149,6 +153,114 @@ def test_signal_during_update_leaves_the_old_files(project, sig):
     assert path.read_bytes() == before, "an interrupted run wrote baselines"
     leftovers = [p.name for p in path.parent.iterdir() if p.name.startswith(".")]
     assert leftovers == []
+    # Control: the same update, not interrupted, rewrites the file.
+    project.pytester.makepyfile(test_slow=SLOW.replace("time.sleep(30)", "pass"))
+    subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:randomly", "-p", "no:cacheprovider"]
+        + ["-p", "no:memray", "--memcheck-update"],
+        cwd=project.path,
+        env=env,
+        capture_output=True,
+        check=True,
+    )
+    assert path.read_bytes() != before
+
+
+MODULES = 60
+FINISHING = """
+import pathlib, pytest
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_sessionfinish(session):
+    pathlib.Path("finishing").touch()  # the tests are done; the files are written next
+    return (yield)
+"""
+
+
+def test_sigkill_while_writing_leaves_every_file_whole(project):
+    """Killed in the middle of writing the files: each file is its old self or its new self,
+    never half of one, and the next run reads them all (a temporary file may remain; it is
+    not a baseline). To land inside the write, the run shares one CPU with this process at the
+    lowest priority once its tests are done, while this process watches the directory."""
+    import tomllib
+
+    for n in range(MODULES):
+        project.pytester.makepyfile(
+            **{
+                f"test_m{n:03}": "import os\n\ndef test_a():\n    bytearray(int(os.environ['ALLOC']))\n"
+            }
+        )
+    project.pytester.makeconftest(FINISHING)
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:randomly", "-p", "no:cacheprovider"]
+    cmd += ["-p", "no:memray", "--memcheck-update", "-q"]
+    base = project.path / "baselines"
+    finishing = project.path / "finishing"
+    env = {**os.environ, "ALLOC": "1000"}
+    env.pop("CI", None)
+    subprocess.run(cmd, cwd=project.path, env=env, capture_output=True, check=True)
+    old = {p.name: p.read_bytes() for p in base.iterdir()}
+    assert len(old) == MODULES
+    env["ALLOC"] = str(8 << 20)
+    cpu = min(os.sched_getaffinity(0))
+    affinity = os.sched_getaffinity(0)
+
+    def low_priority_on_one_cpu():
+        os.sched_setaffinity(0, {cpu})
+        os.nice(19)
+
+    mid_write = None
+    try:
+        for _ in range(10):
+            for name, data in old.items():
+                (base / name).write_bytes(data)
+            finishing.unlink(missing_ok=True)
+            proc = subprocess.Popen(
+                cmd,
+                cwd=project.path,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                preexec_fn=low_priority_on_one_cpu,
+            )
+            deadline = time.monotonic() + 120
+            while not finishing.exists() and proc.poll() is None:
+                assert time.monotonic() < deadline
+                time.sleep(0.005)
+            os.sched_setaffinity(0, {cpu})  # compete for the CPU the run is on
+            # A file with a new modification time: the first one has been replaced.
+            paths = [str(base / n) for n in old]
+            stamps = [os.stat(p).st_mtime_ns for p in paths]
+            while proc.poll() is None and time.monotonic() < deadline:
+                if any(os.stat(p).st_mtime_ns != t for p, t in zip(paths, stamps)):
+                    proc.kill()
+                    break
+            os.sched_setaffinity(0, affinity)
+            proc.wait(timeout=60)
+            new = []
+            for p in base.glob("*.toml"):
+                data = p.read_bytes()
+                if data != old[p.name]:
+                    entry = tomllib.loads(data.decode())["test_a"]  # whole: it parses
+                    assert entry["peak"] >= 8 << 20
+                    new.append(p.name)
+            if 0 < len(new) < MODULES:
+                mid_write = len(new)
+                break
+    finally:
+        os.sched_setaffinity(0, affinity)
+    assert mid_write is not None, "never killed while the files were being written"
+    leftovers = [p.name for p in base.iterdir() if p.name.startswith(".")]
+    assert all(n.endswith(".tmp") for n in leftovers), leftovers
+    result = subprocess.run(
+        [*cmd[:-2], "--memcheck"],
+        cwd=project.path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    # The old and the new files are read alike: the tests of old ones are over, none is stale.
+    assert f"{MODULES - mid_write} failed, {mid_write} passed" in result.stdout, result.stdout
+    assert f"{MODULES} measured: {MODULES - mid_write} over, {mid_write} ok" in result.stdout
 
 
 def test_unwritable_baseline_directory_is_a_clear_error(project):
@@ -156,7 +268,11 @@ def test_unwritable_baseline_directory_is_a_clear_error(project):
     (project.path / "baselines").write_text("not a directory")
     result = project.run("--memcheck-update")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    assert "baselines not written" in result.stdout.str() or "baselines" in result.stderr.str()
+    # Refused when the files are first read (collection), before any test runs.
+    result.stderr.fnmatch_lines(
+        ["ERROR: memcheck: cannot read */baselines/test_slow.toml: Not a directory*"]
+    )
+    assert "passed" not in result.stdout.str()
     assert (project.path / "baselines").read_text() == "not a directory"
 
 

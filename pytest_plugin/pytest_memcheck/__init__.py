@@ -12,6 +12,7 @@ from pytest_memcheck._engine import (
     parse_percent,
     parse_size,
 )
+from pytest_memcheck._warning import PytestMemcheckWarning
 
 __all__ = [
     "FORMAT",
@@ -19,6 +20,7 @@ __all__ = [
     "Measurement",
     "MemcheckError",
     "MeterError",
+    "PytestMemcheckWarning",
     "UsageError",
     "format_size",
     "measure",

@@ -15,13 +15,20 @@ import os
 import sys
 import time
 import tracemalloc
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any, Callable
 
+import pytest
+
 FRAMES = 25
+# A test run again may fail or skip where its first run passed (pytest.warns of a warning that
+# is only issued once, a pytest.fail on a state the first run changed): that is not the test's
+# outcome, the first run's is.
+RERUN_ERRORS = (Exception, pytest.fail.Exception, pytest.skip.Exception)
 TOP = 5
 # The diagnosis run is bounded: peak snapshots (a profile hook, the costly part) stop after
 # PROFILE_SECONDS of the run, and the back-reference search after CHAIN_SECONDS or CHAIN_OBJECTS.
@@ -33,6 +40,8 @@ FOLDED = (
     os.sep + "_pytest" + os.sep,
     os.sep + "pluggy" + os.sep,
     os.sep + "pytest_memcheck" + os.sep,
+    # Another plugin's wrapper around the test (pytest-memray's) is not where memory went.
+    os.sep + "pytest_memray" + os.sep,
     "tracemalloc.py",
     "<frozen ",
 )
@@ -250,6 +259,7 @@ class _Tracing:
     """One diagnosis run: `begin()` before the test body, `end()` after it (or `failed()`)."""
 
     def __init__(self) -> None:
+        self.quiet = warnings.catch_warnings()
         self.peak: dict[str, Any] = {"bytes": 0, "snapshot": None}
         self.events = 0
         self.deadline = 0.0
@@ -277,15 +287,24 @@ class _Tracing:
         # gc.get_objects() finds afterwards is what the run left behind.
         gc.collect()
         gc.freeze()
+        # The verdict is the test's outcome: warnings of this extra run are not (filters set
+        # before tracing, so that they are not among the sites).
+        self.quiet = warnings.catch_warnings()
+        self.quiet.__enter__()
+        warnings.simplefilter("ignore")
         tracemalloc.start(FRAMES)
         self.deadline = time.perf_counter() + PROFILE_SECONDS
         sys.setprofile(self._on_event)
         return None
 
-    def failed(self, e: BaseException) -> Diagnosis:
-        """The test cannot run again: say so, keep the verdict."""
+    def _stop(self) -> None:
         sys.setprofile(None)
         tracemalloc.stop()
+        self.quiet.__exit__(None, None, None)
+
+    def failed(self, e: BaseException) -> Diagnosis:
+        """The test cannot run again: say so, keep the verdict."""
+        self._stop()
         gc.unfreeze()
         return Diagnosis([], [], [], None, f"the test raised {type(e).__name__} when run again")
 
@@ -295,7 +314,7 @@ class _Tracing:
             gc.collect()
             retained = tracemalloc.take_snapshot()
         finally:
-            tracemalloc.stop()
+            self._stop()
         try:
             # What the run left behind, less the snapshots themselves.
             ours = _reachable([self.peak["snapshot"], retained])
@@ -344,7 +363,7 @@ def diagnose(func: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> D
         return refused
     try:
         func(*args, **kwargs)
-    except Exception as e:
+    except RERUN_ERRORS as e:
         return run.failed(e)
     return run.end()
 
@@ -359,7 +378,7 @@ async def diagnose_async(
         return refused
     try:
         await func(*args, **kwargs)
-    except Exception as e:
+    except RERUN_ERRORS as e:
         return run.failed(e)
     return run.end()
 

@@ -12,6 +12,7 @@ import os
 import shlex
 import sys
 import sysconfig
+import time
 import warnings
 from collections.abc import Generator
 from pathlib import Path
@@ -20,6 +21,8 @@ from typing import Any, Callable
 import pytest
 
 from pytest_memcheck import _engine
+from pytest_memcheck._warning import PytestMemcheckWarning
+from pytest_memcheck.diagnose import RERUN_ERRORS
 
 UPDATE_MODES = ("changed", "all")
 METERS = ("python", "tracemalloc", "rss")
@@ -42,27 +45,17 @@ VERDICT = pytest.StashKey[Any]()
 LEAK = pytest.StashKey[str]()
 LEAK_FLOOR = "256 B"
 RULES = pytest.StashKey[Any]()
+# pytest-timeout's timer for an item: (when it was set, time.monotonic(); its timeout in seconds).
+TIMER = pytest.StashKey[tuple[float, float]]()
+# What running a test again costs, in multiples of its first measured run: a confirming run, a
+# diagnosis under tracemalloc with stack snapshots. Either is skipped when the test's timeout
+# does not leave that much time, with a margin of one more run for its teardown.
+RERUN_COST = 1.0
+DIAGNOSIS_COST = 4.0
 
 
-def _take_update_value(config: pytest.Config) -> None:
-    """`--memcheck-update tests/` must mean what the user meant: argparse hands the optional
-    value `tests/` to the option, so a value that is not a mode but names a test path goes back
-    to the test paths."""
-    value = config.option.memcheck_update
-    if value is None or value in UPDATE_MODES:
-        return
-    path = Path(config.invocation_params.dir, value.split("::", 1)[0])
-    if not path.exists():
-        raise pytest.UsageError(
-            f"--memcheck-update: expected no value or one of {', '.join(UPDATE_MODES)}, "
-            f"got {value!r} (and no such test path)"
-        )
-    config.option.memcheck_update = "changed"
-    if config.args_source == pytest.Config.ArgsSource.ARGS:
-        config.args.append(value)
-    else:
-        config.args[:] = [value]
-        config.args_source = pytest.Config.ArgsSource.ARGS
+class _NoTime(Exception):
+    pass
 
 
 def _leak_runs(value: str) -> tuple[int, int, int]:
@@ -97,99 +90,246 @@ def _yes_no(value: str) -> str:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("memcheck", "memory regression gate (pytest-memcheck)")
-    group.addoption(
+
+    def option(*names: str, ini: str, ini_type: str = "string", **kwargs: Any) -> None:
+        """A `--memcheck-*` option and the ini key that mirrors it (same name, underscores).
+        Options default to None: unset, so that the ini key decides."""
+        group.addoption(*names, dest=ini, default=None, **kwargs)
+        text = kwargs.get("help", "").replace("%%", "%")
+        # default=None: unset, not False, so that [tool.memcheck] decides
+        parser.addini(ini, f"{text} (--{ini.replace('_', '-')})", type=ini_type, default=None)
+
+    def negation(name: str, ini: str, what: str) -> None:
+        group.addoption(
+            f"--no-{name}", dest=ini, action="store_false", help=f"{what} (overrides {ini} in ini)"
+        )
+
+    option(
         "--memcheck",
+        ini="memcheck",
+        ini_type="bool",
         action="store_true",
-        default=False,
         help="measure the peak and retained memory of every test and fail tests over their baseline",
     )
-    group.addoption(
+    negation("memcheck", "memcheck", "do not measure")
+    # A flag, not an option with an optional value: `--memcheck-update tests/` must leave
+    # `tests/` to pytest. `--memcheck-update=all` is an option of its own name (argparse matches
+    # the whole word first), so the familiar spelling works without rewriting the arguments.
+    option(
         "--memcheck-update",
-        nargs="?",
+        "--memcheck-update=changed",
+        ini="memcheck_update",
+        action="store_const",
         const="changed",
-        default=None,
-        metavar="all",
-        help="measure and write baselines: new entries and entries outside their tolerance "
-        "(=all: every entry). Refused in CI unless --memcheck-allow-ci-update.",
+        help="measure and write baselines: new entries and entries outside their tolerance; "
+        "refused in CI unless --memcheck-allow-ci-update (ini: changed or all)",
     )
     group.addoption(
+        "--memcheck-update=all",
+        "--memcheck-update-all",
+        dest="memcheck_update",
+        action="store_const",
+        const="all",
+        help="like --memcheck-update, but rewrite every entry",
+    )
+    group.addoption(
+        "--no-memcheck-update",
+        dest="memcheck_update",
+        action="store_const",
+        const=False,
+        help="do not write baselines (overrides memcheck_update in ini)",
+    )
+    option(
         "--memcheck-allow-ci-update",
+        ini="memcheck_allow_ci_update",
+        ini_type="bool",
         action="store_true",
-        default=False,
         help="allow --memcheck-update when the CI environment variable is set",
     )
-    group.addoption(
+    negation("memcheck-allow-ci-update", "memcheck_allow_ci_update", "refuse updates in CI")
+    option(
         "--memcheck-strict",
+        ini="memcheck_strict",
+        ini_type="bool",
         action="store_true",
-        default=None,
         help="also fail tests without a baseline or with one from another environment",
     )
-    group.addoption(
+    negation("memcheck-strict", "memcheck_strict", "do not fail new or env-mismatch tests")
+    option(
         "--memcheck-meter",
+        ini="memcheck_meter",
         choices=METERS,
-        default=None,
         help="what to measure: python (exact, default), tracemalloc (reference), rss (coarse, sees native malloc)",
     )
-    group.addoption(
+    option(
         "--memcheck-tolerance",
-        default=None,
+        ini="memcheck_tolerance",
         metavar="PCT",
         help="relative slack above the baseline, e.g. 10%% (default 10%%)",
     )
-    group.addoption(
+    option(
         "--memcheck-floor",
-        default=None,
+        ini="memcheck_floor",
         metavar="SIZE",
         help="absolute slack above the baseline, e.g. 64KiB (default 64 KiB)",
     )
-    group.addoption(
+    option(
         "--memcheck-baseline-dir",
-        default=None,
+        ini="memcheck_baseline_dir",
         metavar="DIR",
         help="where baseline files live, relative to the rootdir (default baselines); "
         "may hold {python}, {platform}, {implementation}",
     )
-    group.addoption(
+    option(
         "--memcheck-ref",
-        default=None,
+        ini="memcheck_ref",
         metavar="REF",
         help="compare with the baselines as committed at a git revision (e.g. origin/main), "
         "read from git without a checkout",
     )
-    group.addoption(
+    option(
         "--memcheck-json",
-        default=None,
+        ini="memcheck_json",
         metavar="PATH",
         help="write every result of the run to PATH as JSON (schema: results.schema.json)",
     )
-    group.addoption(
+    option(
         "--memcheck-leaks",
-        default=None,
+        ini="memcheck_leaks",
         type=_leak_runs,
         metavar="W:R[:FLOOR]",
         help="leak hunt instead of the baseline gate: run each test W times unmeasured, then R "
         "times measured; a test leaks when all R retained deltas exceed FLOOR (default 256 B)",
     )
-    group.addoption(
+    option(
         "--memcheck-dump",
-        default=None,
+        ini="memcheck_dump",
         metavar="DIR",
         help="for tests over budget, write heap dumps to DIR: folded stacks and flame graph SVGs "
         "of the peak and retained allocations, and a JSON of the top sites",
     )
-    group.addoption(
+    option(
         "--memcheck-confirm",
-        default=None,
+        ini="memcheck_confirm",
         type=_yes_no,
         metavar="yes|no",
         help="re-measure an over-budget test once before failing it (default yes)",
     )
-    group.addoption(
+    option(
         "--memcheck-gate-cycles",
+        ini="memcheck_gate_cycles",
+        ini_type="bool",
         action="store_true",
-        default=None,
         help="fail tests that leave more cyclic garbage than their baseline",
     )
+    negation("memcheck-gate-cycles", "memcheck_gate_cycles", "do not gate cyclic garbage")
+
+
+# The settings the engine resolves (name in [tool.memcheck] → option dest and ini key).
+ENGINE_SETTINGS = {
+    "tolerance": "memcheck_tolerance",
+    "floor": "memcheck_floor",
+    "baseline-dir": "memcheck_baseline_dir",
+    "meter": "memcheck_meter",
+    "strict": "memcheck_strict",
+    "confirm": "memcheck_confirm",
+    "gate-cycles": "memcheck_gate_cycles",
+}
+
+
+class Options:
+    """The run's options, resolved in one place: the command line wins over pytest's ini keys,
+    which win over [tool.memcheck] (the engine applies that last layer). A value from the ini is
+    checked with the ini key named as its origin."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.enabled = self._bool("memcheck")
+        update = self._get("memcheck_update")
+        if isinstance(update, str) and update.strip().lower() in ("", "no", "false", "0", "off"):
+            update = None
+        if update not in (None, False, *UPDATE_MODES):
+            raise pytest.UsageError(
+                f"{self._origin('memcheck_update')}: expected one of {', '.join(UPDATE_MODES)}, "
+                f"got {update!r}"
+            )
+        self.update: str | None = update or None
+        self.allow_ci_update = self._bool("memcheck_allow_ci_update")
+        leaks = self._get("memcheck_leaks")
+        if isinstance(leaks, str):  # from the ini; the command line's went through its type=
+            import argparse
+
+            try:
+                leaks = _leak_runs(leaks)
+            except argparse.ArgumentTypeError as e:
+                raise pytest.UsageError(f"{self._origin('memcheck_leaks')}: {e}") from None
+        self.leaks: tuple[int, int, int] | None = leaks
+        self.ref: str | None = self._get("memcheck_ref") or None
+        self.json: Path | None = self._path("memcheck_json")
+        self.dump: Path | None = self._path("memcheck_dump")
+
+    def _ini(self, name: str) -> Any:
+        try:
+            value = self.config.getini(name)
+        except ValueError as e:  # pytest's own parsing of a bool key
+            raise pytest.UsageError(f"{self._origin(name)}: {e}") from None
+        return None if value in (None, "", []) else value
+
+    def _get(self, name: str) -> Any:
+        value = getattr(self.config.option, name, None)
+        return value if value is not None else self._ini(name)
+
+    def _origin(self, name: str) -> str:
+        where = self.config.inipath.name if self.config.inipath else "the ini options"
+        return f"{name} in {where}"
+
+    def _bool(self, name: str) -> bool:
+        value = self._get(name)
+        if isinstance(value, str):
+            try:
+                value = _parse_bool(value)
+            except ValueError as e:
+                raise pytest.UsageError(f"{self._origin(name)}: {e}") from None
+        return bool(value)
+
+    def _path(self, name: str) -> Path | None:
+        """A path from the command line is relative to the invocation directory, one from the
+        ini to the ini file's directory (pytest's convention for paths in ini files)."""
+        value = getattr(self.config.option, name, None)
+        if value is not None:
+            return Path(self.config.invocation_params.dir, value) if value else None
+        value = self._ini(name)
+        if value is None:
+            return None
+        base = self.config.inipath.parent if self.config.inipath else self.config.rootpath
+        return Path(base, value)
+
+    def engine_layers(self) -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
+        """(command-line overrides, ini values with their origin) for the engine's settings."""
+        command_line: dict[str, str] = {}
+        ini: dict[str, tuple[str, str]] = {}
+        for setting, name in ENGINE_SETTINGS.items():
+            value = getattr(self.config.option, name, None)
+            if value is not None:
+                command_line[setting] = _bool_text(value)
+                continue
+            value = self._ini(name)
+            if value is not None:
+                ini[setting] = (_bool_text(value), self._origin(name))
+        return command_line, ini
+
+
+def _parse_bool(value: str) -> bool:
+    text = value.strip().lower()
+    if text in ("yes", "true", "1", "on"):
+        return True
+    if text in ("no", "false", "0", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _bool_text(value: Any) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -205,46 +345,66 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "limit_leaks(limit): fail the test if it retains more than limit (e.g. '1 MB')"
     )
-    opt = config.option
-    _take_update_value(config)
-    if not (opt.memcheck or opt.memcheck_update or opt.memcheck_leaks):
+    opt = Options(config)
+    if not (opt.enabled or opt.update or opt.leaks):
         return
-    if opt.memcheck_update and opt.memcheck_leaks:
+    if opt.update and opt.leaks:
         raise pytest.UsageError("--memcheck-leaks hunts leaks; it writes no baselines")
-    if opt.memcheck_update and _in_ci() and not opt.memcheck_allow_ci_update:
+    if opt.update and _in_ci() and not opt.allow_ci_update:
         raise pytest.UsageError(
             "--memcheck-update does not write baselines in CI (CI is set): let CI measure with "
             "--memcheck and accept its values locally, or pass --memcheck-allow-ci-update"
         )
-    if opt.memcheck_update and opt.memcheck_ref:
+    if opt.update and opt.ref:
         raise pytest.UsageError(
             "--memcheck-update writes the work tree's baselines; it cannot be combined with "
             "--memcheck-ref"
         )
-    overrides = {
-        "tolerance": opt.memcheck_tolerance,
-        "floor": opt.memcheck_floor,
-        "baseline-dir": opt.memcheck_baseline_dir,
-        "meter": opt.memcheck_meter,
-        "strict": "true" if opt.memcheck_strict else None,
-        "confirm": opt.memcheck_confirm,
-        "gate-cycles": "true" if opt.memcheck_gate_cycles else None,
-    }
+    _refuse_memray(config)
+    overrides, ini = opt.engine_layers()
     try:
         engine = _engine.Session(
             str(config.rootpath),
-            {k: v for k, v in overrides.items() if v is not None},
+            overrides,
             f"{sys.version_info[0]}.{sys.version_info[1]}",
             sys.implementation.name,
             sysconfig.get_platform(),
-            opt.memcheck_ref,
+            opt.ref,
+            ini,
         )
     except _engine.MemcheckError as e:
         raise pytest.UsageError(str(e)) from None
     if engine.meter != "rss" and sys.implementation.name != "cpython":
         raise pytest.UsageError("pytest-memcheck's python meter needs CPython")
-    manager = Manager(config, engine)
+    manager = Manager(config, engine, opt)
     config.pluginmanager.register(manager, "memcheck-manager")
+
+
+MEMRAY_MARKERS = ("limit_memory", "limit_leaks", "limit_leaked_objects")
+MEMRAY_ADVICE = (
+    "pytest-memray and pytest-memcheck would both measure the test's call, each counting the "
+    "other's bookkeeping (memray would report our meter's tables as the test's memory and could "
+    "fail tests that pass without us). Measure with one of them per run: add -p no:memray "
+    "(pytest-memcheck honours limit_memory and limit_leaks itself) or leave out the memcheck options"
+)
+
+
+def _memray_on(config: pytest.Config) -> bool:
+    """pytest-memray is loaded and measures every test (--memray or its ini key)."""
+    if not config.pluginmanager.has_plugin("memray"):
+        return False
+    value = config.getoption("memray", default=None)
+    if value is None:
+        try:
+            value = config.getini("memray")
+        except (KeyError, ValueError):
+            value = None
+    return bool(value)
+
+
+def _refuse_memray(config: pytest.Config) -> None:
+    if _memray_on(config):
+        raise pytest.UsageError(f"--memray with pytest-memcheck: {MEMRAY_ADVICE}")
 
 
 def _in_ci() -> bool:
@@ -290,11 +450,12 @@ def _marker_rules(item: pytest.Item) -> dict[str, Any] | None:
 class Manager:
     """The session's state; pytest's hooks are its methods."""
 
-    def __init__(self, config: pytest.Config, engine: Any) -> None:
+    def __init__(self, config: pytest.Config, engine: Any, options: Options) -> None:
         self.config = config
         self.engine = engine
-        self.update: str | None = config.option.memcheck_update
-        self.leaks: tuple[int, int, int] | None = config.option.memcheck_leaks
+        self.options = options
+        self.update: str | None = options.update
+        self.leaks: tuple[int, int, int] | None = options.leaks
         self.leaking: list[str] = []
         self.diagnosed = 0
         self.is_worker = hasattr(config, "workerinput")
@@ -302,6 +463,7 @@ class Manager:
         self.incomplete_reasons: list[str] = []
         self.changes: list[tuple[Any, ...]] = []
         self.warnings: list[str] = []
+        self.notes: list[str] = []
         self.stale: list[str] = []
         self.annotations: list[str] = []
         opt = config.option
@@ -322,6 +484,28 @@ class Manager:
         self.distributed = not self.is_worker and getattr(opt, "dist", "no") != "no"
         if self.distributed:
             config.pluginmanager.register(XdistController(self), "memcheck-xdist-controller")
+
+    # -- warnings --------------------------------------------------------------------------
+    def _warn(self, message: str, item: pytest.Item | None = None) -> None:
+        """Every warning of ours: a PytestMemcheckWarning in pytest's warnings summary. It goes
+        through the warning filters in force (pytest's, the ini's, the test's marks), so an
+        `ignore` silences it, but an `error` filter (`-W error`, `filterwarnings = error`) only
+        shows it: a note about a measurement must never fail the test it is about."""
+        warning = PytestMemcheckWarning(message)
+        with warnings.catch_warnings(record=True) as seen:
+            try:
+                warnings.warn(warning, stacklevel=2)
+            except PytestMemcheckWarning:
+                seen.append(warnings.WarningMessage(warning, PytestMemcheckWarning, __file__, 0))
+        for record in seen:
+            self.config.hook.pytest_warning_recorded.call_historic(
+                kwargs={
+                    "warning_message": record,
+                    "when": "runtest" if item is not None else "config",
+                    "nodeid": item.nodeid if item is not None else "",
+                    "location": None,
+                }
+            )
 
     # -- report header -------------------------------------------------------------------
     def pytest_report_header(self, config: pytest.Config) -> str:
@@ -350,6 +534,18 @@ class Manager:
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        if self.config.pluginmanager.has_plugin("memray"):
+            # pytest-memray also measures, without --memray, every test with one of its markers.
+            marked = [
+                item.nodeid
+                for item in items
+                if any(item.get_closest_marker(name) for name in MEMRAY_MARKERS)
+            ]
+            if marked:
+                raise pytest.UsageError(
+                    f"pytest-memray measures the {len(marked)} tests with its markers "
+                    f"(e.g. {marked[0]}): {MEMRAY_ADVICE}"
+                )
         modules = set()
         for item in items:
             if isinstance(item, pytest.Function):
@@ -368,6 +564,28 @@ class Manager:
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         if not self.distributed:
             self.collected = [item.nodeid for item in session.items]
+
+    # -- pytest-timeout ------------------------------------------------------------------
+    @pytest.hookimpl(optionalhook=True, tryfirst=True)
+    def pytest_timeout_set_timer(self, item: pytest.Item, settings: Any) -> None:
+        # pytest-timeout's public hook: note when its timer starts, leave setting it to it.
+        if settings.timeout:
+            item.stash[TIMER] = (time.monotonic(), float(settings.timeout))
+
+    def _short_of_time(self, item: pytest.Item, took: float, cost: float) -> str | None:
+        """Why running the test `cost` times more (plus once more for a margin) would not fit
+        in what is left of its pytest-timeout, or None."""
+        timer = item.stash.get(TIMER, None)
+        if timer is None:
+            return None
+        started, timeout = timer
+        left = timeout - (time.monotonic() - started)
+        if took * (cost + 1) <= left:
+            return None
+        return (
+            f"its first run took {took:.2f} s and {max(left, 0):.2f} s of its "
+            f"{timeout:g} s timeout are left"
+        )
 
     # -- measuring -----------------------------------------------------------------------
     @pytest.hookimpl(wrapper=True)
@@ -395,14 +613,22 @@ class Manager:
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]):
         report = yield
-        if call.when == "call" and LEAK in item.stash and report.passed:
+        if call.when != "call":
+            return report
+        # Taken, not read: a test run again (pytest-rerunfailures) is judged on its own run.
+        leak = item.stash.get(LEAK, None)
+        measured = item.stash.get(VERDICT, None)
+        for key in (LEAK, VERDICT):
+            if key in item.stash:
+                del item.stash[key]
+        if leak is not None and report.passed:
             report.outcome = "failed"
-            report.longrepr = item.stash[LEAK]
+            report.longrepr = leak
             self.leaking.append(item.nodeid)
             return report
-        if call.when != "call" or VERDICT not in item.stash:
+        if measured is None:
             return report
-        verdict, first, second, diagnosis = item.stash[VERDICT]
+        verdict, first, second, diagnosis = measured
         # Tests that fail on their own, skip or xfail are not gated and not recorded; an update
         # records new values instead of failing on them.
         own_pass = report.passed and not hasattr(report, "wasxfail")
@@ -430,8 +656,16 @@ class Manager:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         data = getattr(report, "memcheck", None)
-        if report.when == "call" and data is not None:
+        # pytest-rerunfailures reports each attempt but the last as "rerun": the final attempt
+        # is the test's result, one entry per test.
+        if report.when == "call" and data is not None and report.outcome != "rerun":
             self.engine.record(data)
+
+    def pytest_warning_recorded(self, warning_message: Any, nodeid: str) -> None:
+        # Ours, from this process or (under xdist) relayed from a worker: also in our section,
+        # which --disable-warnings does not hide.
+        if issubclass(warning_message.category, PytestMemcheckWarning) and not self.is_worker:
+            self.notes.append(str(warning_message.message))
 
     # -- the end ---------------------------------------------------------------------------
     def _coverage(self, session: pytest.Session) -> tuple[bool, list[str]]:
@@ -453,6 +687,8 @@ class Manager:
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.is_worker:
+            # Sent to the controller with the worker's end (XdistController.pytest_testnodedown).
+            self.config.workeroutput["memcheck_incomplete"] = list(self.incomplete_reasons)
             return
         complete, scope = self._coverage(session)
         try:
@@ -464,12 +700,10 @@ class Manager:
         except (_engine.MemcheckError, OSError) as e:
             self.warnings.append(f"baselines not written: {e}")
             session.exitstatus = pytest.ExitCode.USAGE_ERROR
-        json_path = self.config.option.memcheck_json
+        json_path = self.options.json
         if json_path:
             try:
-                self.engine.write_json(
-                    str(Path(self.config.invocation_params.dir, json_path)), self.stale, complete
-                )
+                self.engine.write_json(str(json_path), self.stale, complete)
             except (_engine.MemcheckError, OSError) as e:
                 self.warnings.append(f"results not written: {e}")
                 session.exitstatus = pytest.ExitCode.USAGE_ERROR
@@ -478,7 +712,7 @@ class Manager:
 
     def _github_output(self) -> None:
         """Annotations on stdout (where the runner reads workflow commands) and the step summary."""
-        json_path = self.config.option.memcheck_json
+        json_path = self.options.json
         accept = (
             f"memcheck update --from {shlex.quote(Path(json_path).name)}"
             if json_path
@@ -528,13 +762,15 @@ class Manager:
             tr.write_line(
                 "not pruned: this run was partial (" + ", ".join(self.incomplete_reasons) + ")"
             )
+        for note in self.notes:
+            tr.write_line(f"warning: {note}", yellow=True)
         for w in self.warnings:
             tr.write_line(f"memcheck: {w}", red=True)
         for line in self.annotations:
             tr.write_line(line)
 
 
-MEASURE, CALL, DIAGNOSE = "measure", "call", "diagnose"
+MEASURE, MEASURE_AGAIN, CALL, DIAGNOSE = "measure", "measure again", "call", "diagnose"
 # Each diagnosis runs a failing test once more under tracemalloc: a run with many failures
 # (a baseline from elsewhere, a broad regression) gets the first ones diagnosed, not all.
 MAX_DIAGNOSES = 10
@@ -578,6 +814,7 @@ class MeasuredCall:
         self.func = func
         self.rules = rules
         self.meter = manager.engine.meter
+        self.took = 0.0  # seconds the first measured run took
 
     def stand_in(self) -> Callable[..., Any]:
         """What replaces the test function: a plain or an `async def` function as the test is
@@ -600,6 +837,12 @@ class MeasuredCall:
         def perform(request: str) -> Any:
             if request == MEASURE:
                 return _engine.measure(self.meter, self.func, args, kwargs)
+            if request == MEASURE_AGAIN:
+                # The first run's outcome is the test's: the second one's warnings and errors
+                # (a pytest.warns that only warns once, a pytest.fail) are not.
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    return _engine.measure(self.meter, self.func, args, kwargs)
             if request == CALL:
                 return self.func(*args, **kwargs)
             from pytest_memcheck.diagnose import diagnose
@@ -619,16 +862,23 @@ class MeasuredCall:
                 return done.value
 
     async def run_async(self, *args: Any, **kwargs: Any) -> Any:
+        async def measure() -> Any:
+            window = _engine.Window(self.meter)
+            window.open()
+            try:
+                result = await self.func(*args, **kwargs)
+            except BaseException:
+                window.close(False)
+                raise
+            return result, window.close(True)
+
         async def perform(request: str) -> Any:
             if request == MEASURE:
-                window = _engine.Window(self.meter)
-                window.open()
-                try:
-                    result = await self.func(*args, **kwargs)
-                except BaseException:
-                    window.close(False)
-                    raise
-                return result, window.close(True)
+                return await measure()
+            if request == MEASURE_AGAIN:
+                with warnings.catch_warnings():  # as in `run`
+                    warnings.simplefilter("ignore")
+                    return await measure()
             if request == CALL:
                 return await self.func(*args, **kwargs)
             from pytest_memcheck.diagnose import diagnose_async
@@ -655,13 +905,15 @@ class MeasuredCall:
         if manager.leaks and confirm:
             return (yield from self._hunt_leak())
         hint = "pytest --memcheck-update " + shlex.quote(item.nodeid)
+        started = time.monotonic()
         try:
             result, first = yield MEASURE
         except _engine.MeterError as e:
             if not _from_the_meter(e):
                 raise  # the test's own (it measures by itself, nested in our window)
-            warnings.warn(f"memcheck: {item.nodeid} not measured: {e}", stacklevel=1)
+            manager._warn(f"memcheck: {item.nodeid} not measured: {e}", item)
             return (yield CALL)
+        self.took = time.monotonic() - started
         verdict = engine.judge(item.nodeid, first, rules, hint)
         # One-time costs (caches, first imports, compiled regexes) and scheduling accidents
         # land in one measurement, a regression in both: an over-budget test is measured again
@@ -670,28 +922,37 @@ class MeasuredCall:
         second = None
         wanted = manager.update or (verdict.failed and verdict.outcome == "over")
         if first.intact and confirm and wanted:
+            short = manager._short_of_time(item, self.took, RERUN_COST)
             try:
-                result, second = yield MEASURE
-            except Exception as e:  # the test cannot run twice: judge the first measurement
+                if short:
+                    raise _NoTime(short)
+                result, second = yield MEASURE_AGAIN
+            except _NoTime as e:
+                manager._warn(
+                    f"memcheck: {item.nodeid}: no confirming second run: {e}; the first "
+                    "measurement stands",
+                    item,
+                )
+            except RERUN_ERRORS as e:  # the test cannot run twice: judge the first measurement
                 reason = (str(e).splitlines() or [""])[0][:200]
-                warnings.warn(
+                manager._warn(
                     f"memcheck: {item.nodeid}: the confirming second run raised "
                     f"{type(e).__name__}: {reason}; the first measurement stands "
                     "(mark it @pytest.mark.memcheck(confirm=False) to skip the second run)",
-                    stacklevel=1,
+                    item,
                 )
             else:
-                verdict = engine.judge(item.nodeid, first.least(second), rules, hint)
+                if second.intact:
+                    verdict = engine.judge(item.nodeid, first.least(second), rules, hint)
         diagnosis = None
         if verdict.fails(not manager.update) and verdict.outcome == "over":
             diagnosis = yield from self._diagnosis(confirm)
-            dump_dir = manager.config.option.memcheck_dump
-            if dump_dir and not diagnosis.error:
-                where = Path(manager.config.invocation_params.dir, dump_dir)
+            where = manager.options.dump
+            if where and not diagnosis.error:
                 try:
                     diagnosis.dump(where, item.nodeid, manager.config.rootpath)
                 except (OSError, _engine.MemcheckError) as e:
-                    warnings.warn(f"memcheck: no dump for {item.nodeid}: {e}", stacklevel=1)
+                    manager._warn(f"memcheck: no dump for {item.nodeid}: {e}", item)
         item.stash[VERDICT] = (verdict, first, second, diagnosis)
         return result
 
@@ -702,6 +963,9 @@ class MeasuredCall:
 
         if not may_run_again:
             return Diagnosis([], [], [], None, "the test is marked confirm=False: it runs once")
+        short = self.manager._short_of_time(self.item, self.took, DIAGNOSIS_COST)
+        if short:
+            return Diagnosis([], [], [], None, f"not run again: {short}")
         if self.manager.diagnosed >= MAX_DIAGNOSES:
             return Diagnosis(
                 [], [], [], None, f"{MAX_DIAGNOSES} tests were diagnosed already in this run"
@@ -739,6 +1003,16 @@ class XdistController:
 
     def __init__(self, manager: Manager) -> None:
         self.manager = manager
+
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        # A worker that deselected tests (a plugin's pytest_collection_modifyitems) or failed to
+        # collect some says so; one that went down without saying leaves the run partial too.
+        reasons = getattr(node, "workeroutput", {}).get("memcheck_incomplete")
+        if reasons is None:
+            reasons = ["an xdist worker did not report its collection"]
+        for reason in reasons:
+            if reason not in self.manager.incomplete_reasons:
+                self.manager.incomplete_reasons.append(reason)
 
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
         # Every worker collects the whole suite; one list is the collection.
