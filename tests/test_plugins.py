@@ -263,3 +263,75 @@ def test_hypothesis_and_randomly_keep_every_outcome(project, seed):
     gated = run(*base, "--randomly-seed=99", "--memcheck")
     assert outcomes(gated) == {"passed": 2, "failed": 1}
     gated.stdout.fnmatch_lines(["*2 measured: 2 ok*"])
+
+
+def test_pytest_memray_markers_are_read_with_pytest_memray_s_units(project):
+    # pytest-memray's "1 MB" is 1 MiB (1,048,576 B): 1,040,000 B passes it, 1,100,000 B fails.
+    project.pytester.makepyfile(
+        test_units="""
+        import pytest
+
+        @pytest.mark.limit_memory("1 MB")
+        def test_under_one_mib():
+            data = bytearray(1_040_000)
+
+        @pytest.mark.limit_memory("1MB")
+        def test_over_one_mib():
+            data = bytearray(1_100_000)
+
+        @pytest.mark.limit_leaks(location_limit="0.5 KB")
+        def test_leaks_over_half_a_kib():
+            KEEP.append(bytearray(600))
+
+        KEEP = []
+        """
+    )
+    result = project.run("--memcheck")
+    assert outcomes(result) == {"passed": 1, "failed": 2}, result.stdout.str()
+    result.stdout.fnmatch_lines(
+        [
+            "*peak * is over its limit 1.00 MiB (1048576 B), the absolute limit set by limit_memory*",
+            "*retained * is over its limit 512 B (512 B), the absolute limit set by limit_leaks*",
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    "marker, refused",
+    [
+        (
+            'limit_memory("1 MB", current_thread_only=True)',
+            "current_thread_only=True is not supported",
+        ),
+        ('limit_leaks("1 MB", filter_fn=lambda stack: True)', "filter_fn is not supported"),
+        ('limit_memory("1 MiB")', "invalid size '1 MiB'"),
+        ('limit_leaks("1 MB", current_thread_only=False)', None),
+    ],
+)
+def test_pytest_memray_options_we_cannot_honour_are_refused_not_ignored(project, marker, refused):
+    project.pytester.makepyfile(
+        test_opts=f"""
+        import pytest
+
+        @pytest.mark.{marker}
+        def test_x():
+            pass
+        """
+    )
+    result = project.run("--memcheck")
+    if refused is None:
+        assert result.ret == 0, result.stdout.str()
+    else:
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        assert refused in result.stderr.str(), result.stderr.str()
+
+
+def test_markers_are_registered_once_with_pytest_memray_installed(project):
+    result = project.pytester.runpytest_subprocess("-p", "no:randomly", "--markers")
+    assert result.ret == 0
+    lines = [line for line in result.stdout.lines if line.startswith("@pytest.mark.limit_memory")]
+    assert len(lines) == 1, lines
+    # and without pytest-memray, ours describe them
+    result = project.run("--markers")
+    lines = [line for line in result.stdout.lines if line.startswith("@pytest.mark.limit_memory")]
+    assert len(lines) == 1 and "24 MiB" in lines[0], lines

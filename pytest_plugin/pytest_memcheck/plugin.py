@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import re
 import shlex
 import sys
 import sysconfig
@@ -338,13 +339,17 @@ def pytest_configure(config: pytest.Config) -> None:
         "memcheck(peak=None, retained=None, tolerance=None, floor=None, skip=False, confirm=True, "
         "gate_cycles=None): per-test memory limits and settings of pytest-memcheck",
     )
-    config.addinivalue_line(
-        "markers",
-        "limit_memory(limit): fail the test if its peak memory exceeds limit (e.g. '24 MB')",
-    )
-    config.addinivalue_line(
-        "markers", "limit_leaks(limit): fail the test if it retains more than limit (e.g. '1 MB')"
-    )
+    if not config.pluginmanager.has_plugin("memray"):  # it registers its own markers
+        config.addinivalue_line(
+            "markers",
+            "limit_memory(memory_limit): fail the test if its peak memory exceeds the limit "
+            "(pytest-memray's marker and units: '24 MB' is 24 MiB)",
+        )
+        config.addinivalue_line(
+            "markers",
+            "limit_leaks(location_limit): fail the test if it retains more than the limit "
+            "(pytest-memray's marker and units: '1 MB' is 1 MiB)",
+        )
     opt = Options(config)
     if not (opt.enabled or opt.update or opt.leaks):
         return
@@ -417,6 +422,47 @@ def _where(item: pytest.Item) -> str:
     return f"{item.path}:{(item.location[1] or 0) + 1}"
 
 
+# pytest-memray's size format, read as pytest-memray reads it: its KB, MB, GB... are powers of
+# 1024 (its "1 MB" is 1,048,576 bytes), not the powers of 1000 of our own sizes.
+MEMRAY_SIZE = re.compile(r"\s*(\+?\d*\.\d+|\+?\d+)\s*([KMGTP]?B)\s*", re.IGNORECASE)
+MEMRAY_UNITS = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40, "PB": 1 << 50}
+
+
+def _memray_limit(item: pytest.Item, mark: pytest.Mark, parameter: str) -> str:
+    """The limit of a pytest-memray marker in bytes, as pytest-memray means it. Its options that
+    pytest-memcheck cannot honour are refused, never ignored."""
+    where = f"{_where(item)}: {mark.name} marker of {item.nodeid}"
+    options = {k: v for k, v in mark.kwargs.items() if k not in (parameter, "limit")}
+    if options.get("current_thread_only"):
+        raise pytest.UsageError(
+            f"{where}: current_thread_only=True is not supported by pytest-memcheck, which "
+            "counts every thread working for the test (README, Threads); remove it, or run "
+            "this test under pytest-memray"
+        )
+    options.pop("current_thread_only", None)
+    if options.get("filter_fn") is not None:
+        raise pytest.UsageError(
+            f"{where}: filter_fn is not supported by pytest-memcheck, which judges the test's "
+            "total retained memory; raise the limit, or use "
+            "@pytest.mark.memcheck(gate_retained=False) for a known leak"
+        )
+    options.pop("filter_fn", None)
+    if options or len(mark.args) > 1:
+        unknown = sorted(options) + [repr(a) for a in mark.args[1:]]
+        raise pytest.UsageError(f"{where}: unexpected arguments {', '.join(unknown)}")
+    limit = mark.args[0] if mark.args else mark.kwargs.get(parameter, mark.kwargs.get("limit"))
+    if limit is None:
+        raise pytest.UsageError(f"{where} needs a limit")
+    match = MEMRAY_SIZE.fullmatch(str(limit))
+    if match is None:
+        raise pytest.UsageError(
+            f"{where}: invalid size {limit!r} (pytest-memray's format: a number and B, KB, MB, "
+            "GB, TB or PB, powers of 1024)"
+        )
+    quantity, unit = match.groups()
+    return str(int(float(quantity) * MEMRAY_UNITS[unit.upper()]))
+
+
 def _marker_rules(item: pytest.Item) -> dict[str, Any] | None:
     """The per-test settings of the item's markers, or None to leave it unmeasured."""
     rules: dict[str, Any] = {"origin": f"memcheck marker of {item.nodeid}"}
@@ -429,15 +475,13 @@ def _marker_rules(item: pytest.Item) -> dict[str, Any] | None:
                 + ", ".join([repr(a) for a in mark.args] + sorted(unknown))
             )
         rules.update(mark.kwargs)
-    for name, metric in (("limit_memory", "peak"), ("limit_leaks", "retained")):
+    for name, metric, parameter in (
+        ("limit_memory", "peak", "memory_limit"),
+        ("limit_leaks", "retained", "location_limit"),
+    ):
         mark = item.get_closest_marker(name)
         if mark is not None:
-            limit = mark.args[0] if mark.args else mark.kwargs.get("limit")
-            if limit is None:
-                raise pytest.UsageError(
-                    f"{_where(item)}: {name} marker of {item.nodeid} needs a limit"
-                )
-            rules.setdefault(metric, limit)
+            rules.setdefault(metric, _memray_limit(item, mark, parameter))
             rules.setdefault(f"{metric}_origin", name)
     if getattr(getattr(item, "obj", None), "is_hypothesis_test", False):
         for key, value in HYPOTHESIS_RULES.items():
