@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 
@@ -25,6 +26,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         item.add_marker(pytest.mark.memcheck(confirm=False))
 
 
+# pytest-asyncio warns at start when its fixture loop scope is unset, which `-W error` scenarios
+# would turn into an error that is not ours.
+ASYNCIO = (
+    ("-o", "asyncio_default_fixture_loop_scope=function")
+    if importlib.util.find_spec("pytest_asyncio")
+    else ()
+)
+
+
 class Project:
     """A pytester project with helpers to run pytest on it and read its baseline files."""
 
@@ -36,7 +46,7 @@ class Project:
         # pytest-memray measures the tests with its markers (limit_memory, ...) whenever it is
         # installed; our scenarios use those markers for pytest-memcheck alone.
         return self.pytester.runpytest_subprocess(
-            "-p", "no:randomly", "-p", "no:cacheprovider", "-p", "no:memray", *args
+            "-p", "no:randomly", "-p", "no:cacheprovider", "-p", "no:memray", *ASYNCIO, *args
         )
 
     def baselines(self, name: str, dir: str = "baselines") -> dict:

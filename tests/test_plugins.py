@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import outcomes
+from conftest import ASYNCIO, outcomes
 
 pytest.importorskip("pytest_rerunfailures")
 pytest.importorskip("pytest_timeout")
@@ -248,7 +248,7 @@ def test_hypothesis_and_randomly_keep_every_outcome(project, seed):
     project.pytester.makepyfile(test_props=PROPERTIES)
     project.pytester.makeini("[pytest]\nfilterwarnings =\n    error\n")
     run = project.pytester.runpytest_subprocess
-    base = ("-p", "no:cacheprovider", "-p", "no:memray", "-p", "randomly")
+    base = ("-p", "no:cacheprovider", "-p", "no:memray", "-p", "randomly", *ASYNCIO)
     plain = run(*base, f"--randomly-seed={seed}")
     assert outcomes(plain) == {"passed": 2, "failed": 1}
     plain.stdout.fnmatch_lines(["*Failing test case: test_fails_on_big_numbers(*", "*n=5000,*"])
