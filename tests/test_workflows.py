@@ -65,3 +65,31 @@ def test_no_expression_inside_run_blocks_of_the_action():
     assert re.findall(r"uses: [^.\s][^@\s]*@([0-9a-f]+)", text) == [
         "ea165f8d65b6e75b540449e92b4886f43607fa02"
     ], "actions are pinned to commit SHAs"
+
+
+WORKFLOWS = sorted((GITHUB / "workflows").glob("*.yml"))
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.name for p in WORKFLOWS])
+def test_workflows_pin_actions_and_keep_least_privilege(path):
+    text = path.read_text()
+    uses = re.findall(r"uses: ([^\s#]+)(.*)", text)
+    assert uses
+    for action, comment in uses:
+        if action.startswith("./"):
+            continue
+        assert re.fullmatch(r"[\w.-]+/[\w./-]+@[0-9a-f]{40}", action), action
+        assert re.fullmatch(r" # v\d+(\.\d+)*", comment), f"{action}: a version comment"
+    assert re.search(r"^permissions:", text, re.M), "top-level permissions"
+    checkouts = text.count("actions/checkout@")
+    assert text.count("persist-credentials: false") == checkouts
+
+
+def test_release_builds_every_platform_and_publishes_by_trusted_publishing():
+    text = (GITHUB / "workflows" / "release.yml").read_text()
+    assert "INTERPRETERS: 3.9 3.10 3.11 3.12 3.13 3.14" in text
+    for where in ("target: x86_64", "target: aarch64", "manylinux: auto", "macos-", "windows-"):
+        assert where in text, where
+    assert "command: sdist" in text
+    assert "id-token: write" in text and "password" not in text
+    assert "permissions: {}" in text
