@@ -251,7 +251,7 @@ impl Session {
     /// Load the settings of the project at `root` with `overrides` from the command line
     /// (setting name → text) and point at its baseline directory.
     #[new]
-    #[pyo3(signature = (root, overrides, python, implementation, platform, git_ref=None))]
+    #[pyo3(signature = (root, overrides, python, implementation, platform, git_ref=None, *, mode=String::new()))]
     fn new(
         root: PathBuf,
         overrides: BTreeMap<String, String>,
@@ -259,6 +259,7 @@ impl Session {
         implementation: String,
         platform: String,
         git_ref: Option<String>,
+        mode: String,
     ) -> PyResult<Self> {
         let settings = config::load(&root, &overrides)?;
         let dir = config::expand_dir(&settings.baseline_dir, &python, &platform, &implementation)?;
@@ -267,6 +268,7 @@ impl Session {
             implementation,
             platform,
             meter: settings.meter.name().to_string(),
+            mode,
         };
         let dir = config::baseline_dir(&root, &dir, &settings)?;
         let mut inner = crate::session::Session::new(settings, env, dir);
@@ -432,13 +434,21 @@ fn dump_stem(nodeid: &str) -> String {
 
 /// The `memcheck` command line; returns the exit status.
 #[pyfunction]
-fn cli(args: Vec<String>, python: String, implementation: String, platform: String) -> i32 {
+#[pyo3(signature = (args, python, implementation, platform, mode=String::new()))]
+fn cli(
+    args: Vec<String>,
+    python: String,
+    implementation: String,
+    platform: String,
+    mode: String,
+) -> i32 {
     crate::cli::main(
         &args,
         &crate::cli::Here {
             python,
             implementation,
             platform,
+            mode,
         },
     )
 }
