@@ -2,6 +2,8 @@
 # pytest-memcheck's two entry points, on a fresh machine with Rust, Python 3 and pip:
 #   ./tasks.sh demo   the gate on the bundled example project: a passing run, then a planted regression failing
 #   ./tasks.sh test   the whole test suite: cargo test, then pytest (our suite gated by our own baselines)
+#   ./tasks.sh wheel  a release wheel in dist/, proven: a fresh venv without Rust on PATH installs it
+#                     with pip and gates a tiny project with it
 #   ./tasks.sh matrix the exactness tests (normal and -X dev) and the suite under every CPython 3.9-3.14
 #                     found (pyenv's versions, python3.X on PATH), one .venv-3.X each; a table at the end
 # demo and test create .venv and build the extension first; the cargo build is cached across runs.
@@ -35,6 +37,47 @@ test() {
     cargo test --release -q
     # exit code 5 (no tests collected) means something is broken: fail on it like on any other.
     "$venv/bin/python" -m pytest --memcheck -p no:randomly "$@"
+}
+
+wheel() {
+    if [ ! -x "$venv/bin/python" ]; then
+        python3 -m venv "$venv"
+    fi
+    "$venv/bin/python" -m pip install -q "maturin>=1.5,<2"
+    rm -f dist/pytest_memcheck-*.whl
+    # manylinux when this machine's glibc allows it (maturin checks the symbols), else plain linux.
+    "$venv/bin/maturin" build --release --out dist --interpreter "$venv/bin/python" ||
+        "$venv/bin/maturin" build --release --out dist --interpreter "$venv/bin/python" --compatibility linux
+    local whl tmp
+    whl=$(ls dist/pytest_memcheck-*.whl)
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' RETURN
+    "$venv/bin/python" -m venv "$tmp/venv"
+    # No Rust: the installing shell sees the fresh venv and the system's directories only.
+    local bare=$tmp/venv/bin:/usr/bin:/bin
+    if env PATH="$bare" sh -c 'command -v cargo || command -v rustc || command -v maturin'; then
+        echo "wheel: a Rust toolchain is reachable on $bare; the proof would prove nothing" >&2
+        return 1
+    fi
+    env PATH="$bare" "$tmp/venv/bin/python" -m pip install -q --only-binary pytest-memcheck "$whl"
+    mkdir "$tmp/project"
+    printf '[tool.memcheck]\nbaseline-dir = "baselines"\n' >"$tmp/project/pyproject.toml"
+    printf 'import os\n\ndef test_alloc():\n    data = bytearray(int(os.environ.get("ALLOC", "1000000")))\n    assert data is not None\n' \
+        >"$tmp/project/test_tiny.py"
+    (
+        cd "$tmp/project"
+        export PATH="$bare"
+        unset CI
+        python -m pytest -q -p no:cacheprovider --memcheck-update
+        python -m pytest -q -p no:cacheprovider --memcheck
+        # and the gate bites: +100 % must fail
+        if ALLOC=2000000 python -m pytest -q -p no:cacheprovider --memcheck; then
+            echo "wheel: a planted +100 % regression passed the gate" >&2
+            exit 1
+        fi
+        memcheck show
+    )
+    echo "wheel: $whl installs and gates without Rust"
 }
 
 # The interpreter for CPython 3.X: pyenv's newest 3.X.*, else python3.X on PATH (pyenv's shims
@@ -140,6 +183,7 @@ matrix() {
 case "${1:-}" in
     demo) shift; demo "$@" ;;
     test) shift; test "$@" ;;
+    wheel) shift; wheel "$@" ;;
     matrix) shift; matrix "$@" ;;
-    *) echo "usage: ./tasks.sh demo | ./tasks.sh test [pytest args] | ./tasks.sh matrix" >&2; exit 2 ;;
+    *) echo "usage: ./tasks.sh demo | ./tasks.sh test [pytest args] | ./tasks.sh wheel | ./tasks.sh matrix" >&2; exit 2 ;;
 esac
