@@ -70,19 +70,42 @@ def test_no_expression_inside_run_blocks_of_the_action():
 WORKFLOWS = sorted((GITHUB / "workflows").glob("*.yml"))
 
 
-@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.name for p in WORKFLOWS])
-def test_workflows_pin_actions_and_keep_least_privilege(path):
-    text = path.read_text()
-    uses = re.findall(r"uses: ([^\s#]+)(.*)", text)
-    assert uses
-    for action, comment in uses:
+def workflow_problems(text: str) -> list[str]:
+    """Unpinned actions, missing version comments or top-level permissions, checkouts that keep
+    their credentials."""
+    problems = []
+    for action, comment in re.findall(r"uses: ([^\s#]+)(.*)", text):
         if action.startswith("./"):
             continue
-        assert re.fullmatch(r"[\w.-]+/[\w./-]+@[0-9a-f]{40}", action), action
-        assert re.fullmatch(r" # v\d+(\.\d+)*", comment), f"{action}: a version comment"
-    assert re.search(r"^permissions:", text, re.M), "top-level permissions"
-    checkouts = text.count("actions/checkout@")
-    assert text.count("persist-credentials: false") == checkouts
+        if not re.fullmatch(r"[\w.-]+/[\w./-]+@[0-9a-f]{40}", action):
+            problems.append(f"{action}: not pinned to a commit SHA")
+        elif not re.fullmatch(r" # v\d+(\.\d+)*", comment):
+            problems.append(f"{action}: no version comment")
+    if not re.search(r"^permissions:", text, re.M):
+        problems.append("no top-level permissions")
+    if text.count("persist-credentials: false") != text.count("actions/checkout@"):
+        problems.append("a checkout keeps its credentials")
+    return problems
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.name for p in WORKFLOWS])
+def test_workflows_pin_actions_and_keep_least_privilege(path):
+    assert "uses: " in path.read_text()
+    assert workflow_problems(path.read_text()) == []
+
+
+def test_workflow_check_can_fail():
+    bad = (
+        "on: push\njobs:\n  x:\n    steps:\n"
+        "      - uses: actions/checkout@v4\n"
+        "      - uses: actions/setup-python@a26af69be951a213d495a4c3e4e4022e16d87065\n"
+    )
+    assert workflow_problems(bad) == [
+        "actions/checkout@v4: not pinned to a commit SHA",
+        "actions/setup-python@a26af69be951a213d495a4c3e4e4022e16d87065: no version comment",
+        "no top-level permissions",
+        "a checkout keeps its credentials",
+    ]
 
 
 def test_release_builds_every_platform_and_publishes_by_trusted_publishing():
