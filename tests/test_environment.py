@@ -66,6 +66,46 @@ def test_mode_names_what_changes_the_figures():
     assert mode_of("-E", PYTHONMALLOC="malloc") == ""
 
 
+@pytest.mark.parametrize(
+    "flags, env",
+    [
+        ((), {}),
+        (("-X", "dev"), {}),
+        ((), {"PYTHONMALLOC": "malloc"}),
+        ((), {"PYTHONMALLOC": "debug"}),
+        ((), {"PYTHONMALLOC": "malloc_debug"}),
+        (("-X", "dev"), {"PYTHONMALLOC": "malloc"}),
+        (("-E",), {"PYTHONMALLOC": "malloc"}),
+    ],
+)
+def test_mode_agrees_with_the_allocator_cpython_reports(flags, env):
+    """Where CPython's test module names the allocator in use (3.9–3.12), the mode matches it."""
+    probe = "import _testcapi; print(_testcapi.pymem_getallocatorsname())"
+    clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONDEVMODE", "PYTHONMALLOC")}
+
+    def allocator_of(*flags: str, **env: str) -> str:
+        result = subprocess.run(
+            [sys.executable, *flags, "-c", probe],
+            env={**clean, **env},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            pytest.skip("this CPython does not name its allocator (_testcapi)")
+        return result.stdout.strip()
+
+    allocator = allocator_of(*flags, **env)
+    mode = mode_of(*flags, **env).split("+")
+    named = [m.split("=", 1)[1] for m in mode if m.startswith("pythonmalloc=")]
+    if named:
+        assert named == [allocator]
+    elif "dev" in mode or "debug-build" in mode:
+        assert allocator.endswith("_debug")
+    else:
+        assert allocator == allocator_of()  # the build's default: a normal run
+
+
 def test_dev_mode_run_against_normal_baselines_is_env_mismatch_not_over(project, monkeypatch):
     project.pytester.makepyfile(test_modal=MODAL)
     monkeypatch.delenv("PYTHONDEVMODE", raising=False)
