@@ -19,6 +19,10 @@ try:
     import numpy
 except ImportError:
     numpy = None
+try:
+    import xdist
+except ImportError:
+    xdist = None
 
 SCHEMA = Path(pytest_memcheck.__file__).with_name("results.schema.json")
 
@@ -219,3 +223,24 @@ def test_meter_limits_are_told_at_start(project):
     result = project.run("--memcheck", "--memcheck-meter=rss")
     assert result.ret == 0, result.stdout.str() + result.stderr.str()
     result.stdout.no_fnmatch_line("*cannot redirect*")
+
+
+@pytest.mark.skipif(xdist is None, reason="pytest-xdist is not installed")
+def test_xdist_under_dash_x_dev_is_refused_not_mislabelled(project, monkeypatch):
+    """xdist's workers do not inherit -X dev: their figures would be filed under mode dev."""
+    project.pytester.makepyfile(test_modal=MODAL)
+    monkeypatch.delenv("PYTHONDEVMODE", raising=False)
+    args = ("-m", "pytest", "-p", "no:randomly", "-p", "no:cacheprovider", "-n", "2")
+    result = project.pytester.run(sys.executable, "-X", "dev", *args, "--memcheck-update")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*workers without -X dev: set PYTHONDEVMODE=1*"])
+    # Negative controls: PYTHONDEVMODE reaches the workers; -X dev without xdist is fine.
+    monkeypatch.setenv("PYTHONDEVMODE", "1")
+    result = project.pytester.run(sys.executable, *args, "--memcheck-update")
+    assert result.ret == 0, result.stdout.str() + result.stderr.str()
+    assert project.baselines("test_modal.toml")["test_alloc"]["peak"] >= 4_000_000
+    assert project.baselines("test_modal.toml")["memcheck"]["mode"] == "dev"
+    monkeypatch.delenv("PYTHONDEVMODE")
+    result = project.pytester.run(sys.executable, "-X", "dev", *args[:-2], "--memcheck")
+    assert result.ret == 0, result.stdout.str() + result.stderr.str()
+    result.stdout.fnmatch_lines(["*1 measured: 1 ok*"])

@@ -245,6 +245,13 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(refusal)
     if warning:
         config.issue_config_time_warning(pytest.PytestConfigWarning(warning), stacklevel=2)
+    distributing = not hasattr(config, "workerinput") and getattr(opt, "dist", "no") != "no"
+    if distributing and sys.flags.dev_mode and not os.environ.get("PYTHONDEVMODE"):
+        # The workers measure; they would run without -X dev under baselines labelled dev.
+        raise pytest.UsageError(
+            "pytest-xdist starts its workers without -X dev: set PYTHONDEVMODE=1 instead, so "
+            "that the workers measure in the mode the baselines record"
+        )
     manager = Manager(config, engine)
     config.pluginmanager.register(manager, "memcheck-manager")
 
