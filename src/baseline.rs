@@ -15,6 +15,10 @@
 //! retained = 0
 //! ```
 //!
+//! A run in an interpreter mode that can change the figures adds `mode` to the header, e.g.
+//! `mode = "dev"` under `python -X dev` (see [`Environment::mode`]); a normal run writes no `mode`
+//! key, so files recorded before the key existed stay byte-identical.
+//!
 //! Output is deterministic (keys sorted, no timestamps), so an unchanged value leaves the file
 //! byte-identical and a diff shows exactly what moved. Files are written through the project's
 //! write boundary (`boundary.rs`): atomically, and never outside it.
@@ -43,6 +47,13 @@ pub struct Environment {
     pub implementation: String,
     pub platform: String,
     pub meter: String,
+    /// The interpreter modes that can change the figures, `+`-joined in a fixed order, empty for a
+    /// normal run (and then absent from files): `debug-build`, `free-threaded`, `gil` (a
+    /// free-threaded build running with the GIL), `dev` (`-X dev`), `pythonmalloc=NAME` (an
+    /// allocator other than the build's default). The Python side computes it
+    /// (`pytest_memcheck/environment.py`), for the plugin and the CLI alike.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mode: String,
 }
 
 impl fmt::Display for Environment {
@@ -51,7 +62,11 @@ impl fmt::Display for Environment {
             f,
             "{} {} on {}, meter {}",
             self.implementation, self.python, self.platform, self.meter
-        )
+        )?;
+        if !self.mode.is_empty() {
+            write!(f, ", mode {}", self.mode)?;
+        }
+        Ok(())
     }
 }
 
@@ -75,6 +90,8 @@ struct Header {
     implementation: String,
     platform: String,
     meter: String,
+    #[serde(default)]
+    mode: String,
 }
 
 /// One module's baselines.
@@ -153,6 +170,7 @@ impl BaselineFile {
                 implementation: header.implementation,
                 platform: header.platform,
                 meter: header.meter,
+                mode: header.mode,
             },
             entries: raw.entries,
         })
@@ -181,6 +199,9 @@ impl BaselineFile {
         let _ = writeln!(out, "format = {FORMAT}");
         let _ = writeln!(out, "implementation = {}", quote(&env.implementation));
         let _ = writeln!(out, "meter = {}", quote(&env.meter));
+        if !env.mode.is_empty() {
+            let _ = writeln!(out, "mode = {}", quote(&env.mode));
+        }
         let _ = writeln!(out, "platform = {}", quote(&env.platform));
         let _ = writeln!(out, "python = {}", quote(&env.python));
         for (key, e) in &self.entries {
@@ -325,6 +346,7 @@ pub(crate) fn test_env() -> Environment {
         implementation: "cpython".into(),
         platform: "linux-x86_64".into(),
         meter: "python".into(),
+        mode: String::new(),
     }
 }
 
@@ -357,6 +379,35 @@ mod tests {
         let back = BaselineFile::parse(&text, Path::new("x.toml")).unwrap();
         assert_eq!(back, sample());
         assert_eq!(back.render(), text);
+    }
+
+    #[test]
+    fn mode_is_in_the_header_only_when_not_normal() {
+        // A normal run: no `mode` key, the text of files written before it existed.
+        let normal = sample().render();
+        assert!(!normal.contains("mode"), "{normal}");
+        let back = BaselineFile::parse(&normal, Path::new("x.toml")).unwrap();
+        assert_eq!(back.env.mode, "");
+        // Another mode: written in key order, read back, and a different environment.
+        let mut dev = sample();
+        dev.env.mode = "debug-build+dev+pythonmalloc=malloc".into();
+        let text = dev.render();
+        assert!(
+            text.starts_with("[memcheck]\nformat = 1\nimplementation = \"cpython\"\nmeter = \"python\"\nmode = \"debug-build+dev+pythonmalloc=malloc\"\nplatform = "),
+            "{text}"
+        );
+        let back = BaselineFile::parse(&text, Path::new("x.toml")).unwrap();
+        assert_eq!(back, dev);
+        assert_eq!(back.render(), text);
+        assert_ne!(back.env, sample().env);
+        assert_eq!(
+            back.env.to_string(),
+            "cpython 3.11 on linux-x86_64, meter python, mode debug-build+dev+pythonmalloc=malloc"
+        );
+        assert_eq!(
+            sample().env.to_string(),
+            "cpython 3.11 on linux-x86_64, meter python"
+        );
     }
 
     #[test]

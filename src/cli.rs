@@ -83,11 +83,13 @@ enum Command {
     },
 }
 
-/// This interpreter, for placeholders in baseline-dir.
+/// This interpreter, for placeholders in baseline-dir, computed as the plugin computes it.
 pub struct Here {
     pub python: String,
     pub implementation: String,
     pub platform: String,
+    /// See [`Environment::mode`].
+    pub mode: String,
 }
 
 /// Run the command line; returns the exit status.
@@ -195,6 +197,7 @@ fn run(cli: Cli, here: &Here) -> Result<i32> {
         implementation: here.implementation.clone(),
         platform: here.platform.clone(),
         meter: String::new(),
+        mode: here.mode.clone(),
     };
     match cli.command {
         Command::Show { rev } => {

@@ -236,6 +236,7 @@ fn valid_baseline() -> impl Strategy<Value = BaselineFile> {
                 implementation: "cpython".into(),
                 platform: "linux-x86_64".into(),
                 meter: "python".into(),
+                mode: String::new(),
             });
             f.entries = entries
                 .into_iter()
@@ -592,6 +593,7 @@ mod links {
                     implementation: im,
                     platform: pl,
                     meter: "python".into(),
+                    mode: String::new(),
                 };
                 if let Ok(mut s) = Session::open(&t.root, settings, env, "fuzz.json") {
                     for (i, id) in ids.into_iter().enumerate() {

@@ -310,7 +310,8 @@ impl Session {
     /// (setting name → text) and `ini` from pytest's ini keys (setting name → (text, where it
     /// was written)), and point at its baseline directory.
     #[new]
-    #[pyo3(signature = (root, overrides, python, implementation, platform, git_ref=None, ini=BTreeMap::new()))]
+    #[pyo3(signature = (root, overrides, python, implementation, platform, git_ref=None, ini=BTreeMap::new(), *, mode=String::new()))]
+    #[allow(clippy::too_many_arguments)] // the keyword arguments of a Python constructor
     fn new(
         root: PathBuf,
         overrides: BTreeMap<String, String>,
@@ -319,6 +320,7 @@ impl Session {
         platform: String,
         git_ref: Option<String>,
         ini: BTreeMap<String, (String, String)>,
+        mode: String,
     ) -> PyResult<Self> {
         let settings = config::load_layers(&root, &ini, &overrides)?;
         let env = Environment {
@@ -326,6 +328,7 @@ impl Session {
             implementation,
             platform,
             meter: settings.meter.name().to_string(),
+            mode,
         };
         let mut inner = crate::session::Session::open(&root, settings, env, "this interpreter")?;
         if let Some(rev) = git_ref {
@@ -539,13 +542,21 @@ fn dump_stem(nodeid: &str) -> String {
 
 /// The `memcheck` command line; returns the exit status.
 #[pyfunction]
-fn cli(args: Vec<String>, python: String, implementation: String, platform: String) -> i32 {
+#[pyo3(signature = (args, python, implementation, platform, mode=String::new()))]
+fn cli(
+    args: Vec<String>,
+    python: String,
+    implementation: String,
+    platform: String,
+    mode: String,
+) -> i32 {
     crate::cli::main(
         &args,
         &crate::cli::Here {
             python,
             implementation,
             platform,
+            mode,
         },
     )
 }

@@ -182,6 +182,27 @@ mod tests {
     }
 
     #[test]
+    fn mode_is_written_only_when_not_normal() {
+        let normal = Results::new(env(), gating(), true, vec![], vec![]).to_json();
+        assert!(!normal.contains("\"mode\""), "{normal}");
+        let mut dev_env = env();
+        dev_env.mode = "dev".into();
+        let dev = Results::new(dev_env.clone(), gating(), true, vec![], vec![]);
+        assert!(
+            dev.to_json().contains("\"mode\": \"dev\""),
+            "{}",
+            dev.to_json()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.json");
+        dev.write(&Boundary::project(dir.path()).unwrap(), &path)
+            .unwrap();
+        assert_eq!(Results::read(&path).unwrap().environment, dev_env);
+        std::fs::write(&path, &normal).unwrap();
+        assert_eq!(Results::read(&path).unwrap().environment, env());
+    }
+
+    #[test]
     fn foreign_or_future_files_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.json");

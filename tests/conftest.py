@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import sys
 from pathlib import Path
 
 import pytest
-import tomllib
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # ./tasks.sh matrix installs tomli on 3.9 and 3.10
+    import tomli as tomllib
 
 pytest_plugins = ["pytester"]
 

@@ -65,3 +65,54 @@ def test_no_expression_inside_run_blocks_of_the_action():
     assert re.findall(r"uses: [^.\s][^@\s]*@([0-9a-f]+)", text) == [
         "ea165f8d65b6e75b540449e92b4886f43607fa02"
     ], "actions are pinned to commit SHAs"
+
+
+WORKFLOWS = sorted((GITHUB / "workflows").glob("*.yml"))
+
+
+def workflow_problems(text: str) -> list[str]:
+    """Unpinned actions, missing version comments or top-level permissions, checkouts that keep
+    their credentials."""
+    problems = []
+    for action, comment in re.findall(r"uses: ([^\s#]+)(.*)", text):
+        if action.startswith("./"):
+            continue
+        if not re.fullmatch(r"[\w.-]+/[\w./-]+@[0-9a-f]{40}", action):
+            problems.append(f"{action}: not pinned to a commit SHA")
+        elif not re.fullmatch(r" # v\d+(\.\d+)*", comment):
+            problems.append(f"{action}: no version comment")
+    if not re.search(r"^permissions:", text, re.M):
+        problems.append("no top-level permissions")
+    if text.count("persist-credentials: false") != text.count("actions/checkout@"):
+        problems.append("a checkout keeps its credentials")
+    return problems
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.name for p in WORKFLOWS])
+def test_workflows_pin_actions_and_keep_least_privilege(path):
+    assert "uses: " in path.read_text()
+    assert workflow_problems(path.read_text()) == []
+
+
+def test_workflow_check_can_fail():
+    bad = (
+        "on: push\njobs:\n  x:\n    steps:\n"
+        "      - uses: actions/checkout@v4\n"
+        "      - uses: actions/setup-python@a26af69be951a213d495a4c3e4e4022e16d87065\n"
+    )
+    assert workflow_problems(bad) == [
+        "actions/checkout@v4: not pinned to a commit SHA",
+        "actions/setup-python@a26af69be951a213d495a4c3e4e4022e16d87065: no version comment",
+        "no top-level permissions",
+        "a checkout keeps its credentials",
+    ]
+
+
+def test_release_builds_every_platform_and_publishes_by_trusted_publishing():
+    text = (GITHUB / "workflows" / "release.yml").read_text()
+    assert "INTERPRETERS: 3.9 3.10 3.11 3.12 3.13 3.14" in text
+    for where in ("target: x86_64", "target: aarch64", "manylinux: auto", "macos-", "windows-"):
+        assert where in text, where
+    assert "command: sdist" in text
+    assert "id-token: write" in text and "password" not in text
+    assert "permissions: {}" in text

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import sys
-import sysconfig
 
-from pytest_memcheck import _engine
+from pytest_memcheck import _engine, environment
 
 
 def main(argv: list[str] | None = None) -> int:
     return _engine.cli(
         list(sys.argv[1:] if argv is None else argv),
-        f"{sys.version_info[0]}.{sys.version_info[1]}",
-        sys.implementation.name,
-        sysconfig.get_platform(),
+        environment.python(),
+        environment.implementation(),
+        environment.platform(),
+        environment.mode(),
     )
 
 

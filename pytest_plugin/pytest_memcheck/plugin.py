@@ -12,7 +12,6 @@ import os
 import re
 import shlex
 import sys
-import sysconfig
 import time
 import warnings
 from collections.abc import Generator
@@ -21,7 +20,7 @@ from typing import Any, Callable
 
 import pytest
 
-from pytest_memcheck import _engine
+from pytest_memcheck import _engine, environment
 from pytest_memcheck._warning import PytestMemcheckWarning
 from pytest_memcheck.diagnose import RERUN_ERRORS
 
@@ -371,18 +370,31 @@ def pytest_configure(config: pytest.Config) -> None:
         engine = _engine.Session(
             str(config.rootpath),
             overrides,
-            f"{sys.version_info[0]}.{sys.version_info[1]}",
-            sys.implementation.name,
-            sysconfig.get_platform(),
+            environment.python(),
+            environment.implementation(),
+            environment.platform(),
             opt.ref,
             ini,
+            mode=environment.mode(),
         )
     except _engine.MemcheckError as e:
         raise pytest.UsageError(str(e)) from None
     if engine.meter != "rss" and sys.implementation.name != "cpython":
         raise pytest.UsageError("pytest-memcheck's python meter needs CPython")
+    refusal, warning = platform_limits(engine.meter, sys.platform, sys.maxsize > 2**32, _numpy())
+    if refusal:
+        raise pytest.UsageError(refusal)
+    distributing = not hasattr(config, "workerinput") and getattr(opt, "dist", "no") != "no"
+    if distributing and sys.flags.dev_mode and not os.environ.get("PYTHONDEVMODE"):
+        # The workers measure; they would run without -X dev under baselines labelled dev.
+        raise pytest.UsageError(
+            "pytest-xdist starts its workers without -X dev: set PYTHONDEVMODE=1 instead, so "
+            "that the workers measure in the mode the baselines record"
+        )
     manager = Manager(config, engine, opt)
     config.pluginmanager.register(manager, "memcheck-manager")
+    if warning:
+        manager._warn(warning)
 
 
 MEMRAY_MARKERS = ("limit_memory", "limit_leaks", "limit_leaked_objects")
@@ -410,6 +422,40 @@ def _memray_on(config: pytest.Config) -> bool:
 def _refuse_memray(config: pytest.Config) -> None:
     if _memray_on(config):
         raise pytest.UsageError(f"--memray with pytest-memcheck: {MEMRAY_ADVICE}")
+
+
+def platform_limits(
+    meter: str, platform: str, is_64bit: bool, numpy: tuple[int, int] | None
+) -> tuple[str | None, str | None]:
+    """What a meter cannot count exactly here: (a refusal, a warning), never silent zeros (§9)."""
+    linux = platform.startswith("linux")
+    if meter == "rss" and not linux:
+        return (
+            f"the rss meter reads /proc/self (Linux only); on {platform} it would read zeros "
+            "and pass every gate: use --memcheck-meter=python",
+            None,
+        )
+    if meter == "python" and not (linux and is_64bit) and numpy is not None and numpy < (2, 5):
+        # numpy < 2.5 allocates array data with malloc and reports it only through
+        # PyTraceMalloc_Track; the meter redirects that call in 64-bit ELF objects alone.
+        return None, (
+            f"pytest-memcheck: on {platform} the python meter cannot redirect "
+            f"PyTraceMalloc_Track: the data buffers of numpy {numpy[0]}.{numpy[1]} arrays (and of "
+            "other extensions that report theirs that way) are not counted; numpy >= 2.5 "
+            "allocates them through Python's allocator and is counted"
+        )
+    return None, None
+
+
+def _numpy() -> tuple[int, int] | None:
+    """The installed numpy's major.minor, read without importing it."""
+    from importlib import metadata
+
+    try:
+        major, minor = metadata.version("numpy").split(".")[:2]
+        return int(major), int(minor)
+    except (metadata.PackageNotFoundError, ValueError):
+        return None
 
 
 def _in_ci() -> bool:
