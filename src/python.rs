@@ -161,6 +161,18 @@ fn exclude_threads_running_now(py: Python<'_>) -> PyResult<usize> {
     meter::exclude_threads_running_now(py)
 }
 
+/// Text escaped as the data of a GitHub workflow command.
+#[pyfunction]
+fn escape_command(text: &str) -> String {
+    crate::escape::command_data(text)
+}
+
+/// Text escaped to render as itself in Markdown (the step summary).
+#[pyfunction]
+fn escape_markdown(text: &str) -> String {
+    crate::escape::markdown(text)
+}
+
 /// Bytes held by the python meter's own bookkeeping.
 #[pyfunction]
 fn meter_footprint() -> u64 {
@@ -469,6 +481,11 @@ impl Session {
         report::disturbed_lines(&self.inner.results)
     }
 
+    /// (message, no test gated at all) when tests went ungated for another environment's baselines.
+    fn ungated(&self) -> Option<(String, bool)> {
+        report::ungated(&self.inner.results, &self.inner.env.to_string())
+    }
+
     fn totals(&self, stale: usize) -> String {
         report::totals_line(&self.inner.results, stale)
     }
@@ -576,6 +593,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(escape_terminal, m)?)?;
     m.add_function(wrap_pyfunction!(meter_footprint, m)?)?;
     m.add_function(wrap_pyfunction!(exclude_threads_running_now, m)?)?;
+    m.add_function(wrap_pyfunction!(escape_command, m)?)?;
+    m.add_function(wrap_pyfunction!(escape_markdown, m)?)?;
     m.add_function(wrap_pyfunction!(parse_size, m)?)?;
     m.add_function(wrap_pyfunction!(parse_percent, m)?)?;
     m.add_function(wrap_pyfunction!(format_size, m)?)?;

@@ -126,6 +126,31 @@ pub fn disturbed_lines(results: &[TestResult]) -> Vec<String> {
     lines
 }
 
+/// Tests measured but not gated because their baselines come from another environment: said
+/// loudly, never a quiet pass. Returns the message and whether no test at all was gated.
+pub fn ungated(results: &[TestResult], here: &str) -> Option<(String, bool)> {
+    let foreign = results
+        .iter()
+        .filter(|r| r.outcome == Outcome::EnvMismatch)
+        .count();
+    if foreign == 0 {
+        return None;
+    }
+    let gated = results
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Ok | Outcome::Over | Outcome::Improved))
+        .count();
+    let message = format!(
+        "{foreign} of {} measured tests were not gated: their baselines were recorded in another \
+         environment than this one ({}). Record baselines here (pytest --memcheck-update, or \
+         memcheck update --from the results of a CI run), or keep one set per platform with \
+         baseline-dir = \"baselines/{{platform}}\".",
+        results.len(),
+        crate::escape::terminal(here),
+    );
+    Some((message, gated == 0))
+}
+
 /// One line of totals: `12 measured: 1 over, 2 new, 9 ok`.
 pub fn totals_line(results: &[TestResult], stale: usize) -> String {
     let count = |o: Outcome| results.iter().filter(|r| r.outcome == o).count();

@@ -244,3 +244,42 @@ def test_xdist_under_dash_x_dev_is_refused_not_mislabelled(project, monkeypatch)
     result = project.pytester.run(sys.executable, "-X", "dev", *args[:-2], "--memcheck")
     assert result.ret == 0, result.stdout.str() + result.stderr.str()
     result.stdout.fnmatch_lines(["*1 measured: 1 ok*"])
+
+
+def test_baselines_of_another_environment_are_never_a_quiet_pass(project, monkeypatch):
+    project.pytester.makepyfile(
+        test_env="""
+        import os
+
+        def test_grows():
+            data = bytearray(int(os.environ.get("SIZE", "100000")))
+        """
+    )
+    assert project.run("--memcheck-update").ret == 0
+    path = project.path / "baselines" / "test_env.toml"
+    path.write_text(path.read_text().replace('python = "', 'python = "2.'))
+    monkeypatch.setenv("SIZE", "1000000")  # 10x: would fail, were it gated
+    local = project.run("--memcheck")
+    assert local.ret == 0, local.stdout.str()
+    local.stdout.fnmatch_lines(
+        ["*memcheck: 1 of 1 measured tests were not gated*another environment*"]
+    )
+    # On CI a gate that gates nothing fails, with the annotation and the summary line.
+    summary = project.path / "summary.md"
+    monkeypatch.setenv("CI", "true")
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    ci = project.run("--memcheck")
+    assert ci.ret == 1, ci.stdout.str()
+    ci.stdout.fnmatch_lines(
+        ["*no test was gated, and this is CI*", "::warning title=pytest-memcheck::1 of 1 measured*"]
+    )
+    assert "**Warning:** 1 of 1 measured tests were not gated" in summary.read_text()
+    # The negative control: baselines of this environment gate, and the 10x growth fails.
+    monkeypatch.delenv("CI")
+    monkeypatch.delenv("SIZE")
+    assert project.run("--memcheck-update=all").ret == 0
+    monkeypatch.setenv("SIZE", "1000000")
+    gated = project.run("--memcheck")
+    assert gated.ret == 1
+    assert "were not gated" not in gated.stdout.str()

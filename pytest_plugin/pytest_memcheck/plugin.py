@@ -797,8 +797,34 @@ class Manager:
             except (_engine.MemcheckError, OSError) as e:
                 self.warnings.append(f"results not written: {e}")
                 session.exitstatus = pytest.ExitCode.USAGE_ERROR
+        ungated = self.engine.ungated()
+        if ungated and not self.update:
+            message, none_gated = ungated
+            self.warnings.append(message)
+            if none_gated and _in_ci() and session.exitstatus == pytest.ExitCode.OK:
+                # A gate that gates nothing must not look green on CI.
+                self.warnings.append(
+                    "no test was gated, and this is CI: failing the run (CI is set)"
+                )
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
         if os.environ.get("GITHUB_ACTIONS") == "true":
             self._github_output()
+            if ungated and not self.update:
+                self._github_ungated(ungated[0])
+
+    def _github_ungated(self, message: str) -> None:
+        """Tests left ungated: a warning annotation, and a line in the step summary."""
+        self.annotations.append(
+            "::warning title=pytest-memcheck::" + _engine.escape_command(message)
+        )
+        summary_path = os.environ.get("GITHUB_STEP_SUMMARY")
+        if summary_path:
+            try:
+                _engine.append_step_summary(
+                    summary_path, f"\n**Warning:** {_engine.escape_markdown(message)}\n"
+                )
+            except (OSError, _engine.MemcheckError) as e:
+                self.warnings.append(f"step summary not written: {e}")
 
     def _github_output(self) -> None:
         """Annotations on stdout (where the runner reads workflow commands) and the step summary."""
