@@ -30,7 +30,15 @@ def main() -> int:
         shutil.copytree(HERE / "shop", shop)
         print("1. The example project, gated against its committed baselines/:")
         ok = pytest(shop, "--memcheck")
-        if ok.returncode != 0:
+        if ok.returncode == 0 and "were not gated" in ok.stdout:
+            # The committed baselines were recorded on CPython 3.11, Linux x86_64: another
+            # interpreter or platform records its own first (in the copy), as a team would.
+            print("-> baselines from another environment gate nothing: recording this one's\n")
+            if pytest(shop, "--memcheck-update").returncode != 0:
+                print("demo: recording the baselines failed", file=sys.stderr)
+                return 1
+            ok = pytest(shop, "--memcheck")
+        if ok.returncode != 0 or "were not gated" in ok.stdout:
             print("demo: expected the gate to pass on the unchanged project", file=sys.stderr)
             return 1
         print("-> the gate passed\n")
