@@ -384,7 +384,9 @@ def pytest_configure(config: pytest.Config) -> None:
     refusal, warning = platform_limits(engine.meter, sys.platform, sys.maxsize > 2**32, _numpy())
     if refusal:
         raise pytest.UsageError(refusal)
-    distributing = not hasattr(config, "workerinput") and getattr(opt, "dist", "no") != "no"
+    distributing = (
+        not hasattr(config, "workerinput") and getattr(config.option, "dist", "no") != "no"
+    )
     if distributing and sys.flags.dev_mode and not os.environ.get("PYTHONDEVMODE"):
         # The workers measure; they would run without -X dev under baselines labelled dev.
         raise pytest.UsageError(
