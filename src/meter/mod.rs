@@ -295,7 +295,7 @@ static LAST_FULL: std::sync::Mutex<Option<LastFull>> = std::sync::Mutex::new(Non
 /// then we never unfreeze, which would undo the user's own freeze.
 static USER_FROZE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 /// Full collections take at most about 1/`TIME_SHARE` of the run's time.
-const TIME_SHARE: u32 = 20;
+const TIME_SHARE: u32 = 50;
 
 impl Collector {
     fn heap(py: Python<'_>) -> PyResult<(u64, u64)> {
@@ -311,8 +311,8 @@ impl Collector {
     /// oldest generation, so fixture garbage would wait for CPython's rare full collections:
     /// we run one when the heap grew by a quarter (CPython's rule for objects, here counted in
     /// pymalloc blocks) or by an eighth plus 2 MiB of bytes in malloc's hands, or when one
-    /// twentieth of the time since the last one is what it took. That keeps the garbage of a
-    /// run near what it is unmeasured, for at most ~5 % of its time.
+    /// fiftieth of the time since the last one is what it took. That keeps the garbage of a
+    /// run near what it is unmeasured, for at most ~2 % of its time.
     fn maybe_full_collect(py: Python<'_>) -> PyResult<()> {
         static GET_FREEZE_COUNT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
         if *USER_FROZE.get_or_init(|| {
