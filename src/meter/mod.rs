@@ -294,6 +294,9 @@ static LAST_FULL: std::sync::Mutex<Option<LastFull>> = std::sync::Mutex::new(Non
 /// Objects were frozen before our first window (a conftest that calls `gc.freeze()` itself):
 /// then we never unfreeze, which would undo the user's own freeze.
 static USER_FROZE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+/// CPython 3.12 starts with a few hundred objects of its own in the permanent generation; a
+/// `gc.freeze()` after a project's imports holds tens of thousands.
+const INTERPRETER_FROZEN: u64 = 2_000;
 /// Full collections take at most about 1/`TIME_SHARE` of the run's time.
 const TIME_SHARE: u32 = 50;
 
@@ -318,7 +321,7 @@ impl Collector {
         if *USER_FROZE.get_or_init(|| {
             cached(py, &GET_FREEZE_COUNT, "gc", "get_freeze_count")
                 .and_then(|f| f.call0()?.extract::<u64>())
-                .is_ok_and(|n| n > 0)
+                .is_ok_and(|n| n > INTERPRETER_FROZEN)
         }) {
             return Ok(());
         }
