@@ -106,7 +106,8 @@ matrix_run() {
     local python=$1 version=$2 numpy_spec=$3 tag=$4 modes=$5
     local venv=$root/.venv-$version$tag
     local log=$logs/$version$tag
-    local deps=("maturin>=1.5,<2" "pytest>=8" pytest-xdist pytest-randomly hypothesis jsonschema "$numpy_spec")
+    local deps=("maturin>=1.5,<2" "pytest>=8" pytest-xdist pytest-randomly hypothesis jsonschema
+        pytest-asyncio anyio trio pytest-rerunfailures pytest-timeout pytest-cov "$numpy_spec")
     case $version in 3.9|3.10) deps+=(tomli) ;; esac
     echo "== CPython $version ($python), $numpy_spec: log $log.*" >&2
     if ! { [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"; } >"$log.setup" 2>&1 ||
