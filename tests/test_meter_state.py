@@ -15,6 +15,18 @@ def test_later():
 """
 
 
+USES_TRACEMALLOC = """
+import tracemalloc
+
+def test_uses_tracemalloc():
+    tracemalloc.start()
+    tracemalloc.stop()
+
+def test_plain():
+    data = bytearray(5000)
+"""
+
+
 def _tests(project, *args: str) -> tuple:
     path = project.path / "results.json"
     result = project.run("--memcheck", "--memcheck-json", str(path), *args)
@@ -83,18 +95,7 @@ def test_tracemalloc_in_a_test_is_reported_and_later_tests_are_exact_again(proje
 
 
 def test_a_disturbed_test_is_not_written_by_an_update_and_fails_only_when_strict(project):
-    project.pytester.makepyfile(
-        test_tm="""
-        import tracemalloc
-
-        def test_uses_tracemalloc():
-            tracemalloc.start()
-            tracemalloc.stop()
-
-        def test_plain():
-            data = bytearray(5000)
-        """
-    )
+    project.pytester.makepyfile(test_tm=USES_TRACEMALLOC)
     assert project.run("--memcheck-update").ret == 0
     written = project.baselines("test_tm.toml")
     assert "test_plain" in written and "test_uses_tracemalloc" not in written
@@ -191,18 +192,7 @@ def test_more_threads_than_can_be_told_apart_is_disturbed_not_silent(project):
 
 
 def test_github_output_lists_disturbed_tests_with_their_reason(project, monkeypatch):
-    project.pytester.makepyfile(
-        test_tm="""
-        import tracemalloc
-
-        def test_uses_tracemalloc():
-            tracemalloc.start()
-            tracemalloc.stop()
-
-        def test_plain():
-            data = bytearray(5000)
-        """
-    )
+    project.pytester.makepyfile(test_tm=USES_TRACEMALLOC)
     summary = project.path / "summary.md"
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))

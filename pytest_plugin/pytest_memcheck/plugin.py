@@ -909,6 +909,16 @@ def _from_the_meter(e: BaseException) -> bool:
     return tb is None or tb.tb_frame.f_code.co_filename == __file__
 
 
+def _advance(steps: Generator[str, Any, Any], outcome: tuple[bool, Any]) -> tuple[bool, Any]:
+    """Hand the policy what its last request gave (a value, or the exception it raised):
+    (True, the test's result) when the policy is done, else (False, its next request)."""
+    succeeded, value = outcome
+    try:
+        return False, (steps.send(value) if succeeded else steps.throw(value))
+    except StopIteration as done:
+        return True, done.value
+
+
 def _is_unittest(item: pytest.Item) -> bool:
     unittest = sys.modules.get("_pytest.unittest")
     return unittest is not None and isinstance(item, unittest.TestCaseFunction)
@@ -974,10 +984,9 @@ class MeasuredCall:
                 outcome: tuple[bool, Any] = (True, perform(request))
             except BaseException as e:
                 outcome = (False, e)
-            try:
-                request = steps.send(outcome[1]) if outcome[0] else steps.throw(outcome[1])
-            except StopIteration as done:
-                return done.value
+            finished, request = _advance(steps, outcome)
+            if finished:
+                return request
 
     async def run_async(self, *args: Any, **kwargs: Any) -> Any:
         async def measure() -> Any:
@@ -1010,10 +1019,9 @@ class MeasuredCall:
                 outcome: tuple[bool, Any] = (True, await perform(request))
             except BaseException as e:
                 outcome = (False, e)
-            try:
-                request = steps.send(outcome[1]) if outcome[0] else steps.throw(outcome[1])
-            except StopIteration as done:
-                return done.value
+            finished, request = _advance(steps, outcome)
+            if finished:
+                return request
 
     # -- the policy ---------------------------------------------------------------------------
     def _steps(self) -> Generator[str, Any, Any]:

@@ -502,7 +502,7 @@ impl Window {
         Collector::unfreeze(py)?;
         m.cycles = collected_so_far(py)?.saturating_sub(self.cycles_before);
         if self.kind == MeterKind::Python {
-            if let Some(reason) = guard::tracemalloc_touched(py)? {
+            if let Some(reason) = guard::tracemalloc_touched() {
                 m.disturbed.get_or_insert(reason);
             }
         }
