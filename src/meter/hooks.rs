@@ -34,6 +34,7 @@ use pyo3::ffi::{
 };
 
 use super::ledger::Ledger;
+use super::prior;
 
 /// Whether hooks count. Checked first in every hook so an idle hook costs one load.
 static ACTIVE: AtomicBool = AtomicBool::new(false);
@@ -163,7 +164,7 @@ fn forward_to(table: &'static [AtomicPtr<c_void>; 3], domain: usize) -> &'static
     unsafe { &*(table[domain].load(Acquire) as *const PyMemAllocatorEx) }
 }
 
-const RAW: usize = 0;
+pub(crate) const RAW: usize = 0;
 const MEM: usize = 1;
 const OBJ: usize = 2;
 
@@ -208,21 +209,29 @@ macro_rules! hooks {
                 return realloc(o.ctx, ptr, size);
             }
             let Some(_outer) = Outermost::enter() else {
+                if $domain == RAW {
+                    prior::seen_beneath(ptr);
+                }
                 return realloc(o.ctx, ptr, size);
             };
-            // tracemalloc's rule: the old block stops counting, the new one counts in full.
+            // The old block stops counting; the new one counts beyond the bytes that predate
+            // the window (`Ledger::reallocated`).
             let old = if ptr.is_null() {
                 None
             } else {
                 ledger().released(ptr as usize)
             };
+            let asked = old.is_none() && !ptr.is_null() && counts_here();
+            let prior = asked.then(|| prior::Asking::new($domain, ptr));
             let p = realloc(o.ctx, ptr, size);
+            let credit = prior.map_or(0, |a| a.answer());
             if p.is_null() {
                 if let Some(old) = old {
                     ledger().restore(ptr as usize, old);
                 }
             } else if counts_here() {
-                ledger().allocated(p as usize, size as u64);
+                let credit = old.map_or(credit, |old| old.credit);
+                ledger().reallocated(p as usize, size as u64, credit);
             }
             p
         }
@@ -359,9 +368,23 @@ fn register_fork_handler() {
     });
 }
 
+/// Once, before our hooks first go in: how this process's allocators tell the size of a block
+/// from before the window (`prior`).
+fn probe_prior_sizes() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let raw = current(PYMEM_DOMAIN_RAW);
+        let (Some(malloc), Some(free)) = (raw.malloc, raw.free) else {
+            return;
+        };
+        prior::probe(|n| malloc(raw.ctx, n), |p| free(raw.ctx, p));
+    });
+}
+
 /// Start counting. Must be called with the GIL held.
 pub(crate) fn install() {
     register_fork_handler();
+    probe_prior_sizes();
     ledger().reset();
     for (i, domain) in DOMAINS {
         let now = current(domain);

@@ -6,7 +6,8 @@
 //! 64-bit platforms). Looking a block up is three dependent loads and no hashing, and a slot is
 //! owned by the live block at its address, so threads never contend on it: the only shared writes
 //! are the totals. This was measured 5–7× faster than a hash map with millions of live blocks.
-//! Odd addresses and sizes beyond `u32` go to a small locked side table.
+//! Odd addresses and sizes beyond `u32` go to a small locked side table, and so do the rare blocks
+//! that carry a credit (a reallocated block of before the window, see `Ledger::reallocated`).
 
 use std::alloc::{alloc_zeroed, Layout};
 use std::collections::HashMap;
@@ -22,6 +23,23 @@ const ROOT_BITS: u32 = ADDRESS_BITS - SLOT_SHIFT - LEAF_BITS - MID_BITS;
 pub const ALLOCATOR_DOMAIN: u32 = 0;
 /// Slot value meaning "the size is in the side table".
 const SIDE: u32 = u32::MAX;
+
+/// What the ledger knows of one live block: the bytes it charges to the window, and the bytes of
+/// it that were allocated before the window (its credit; 0 for a block allocated inside).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Entry {
+    pub charged: u64,
+    pub credit: u64,
+}
+
+impl Entry {
+    fn plain(size: u64) -> Self {
+        Entry {
+            charged: size,
+            credit: 0,
+        }
+    }
+}
 
 struct Leaf {
     /// Set when a slot was written since the last reset; only dirty leaves are wiped.
@@ -49,7 +67,7 @@ fn zeroed<T>() -> *mut T {
 pub struct BlockTable {
     root: Box<[AtomicPtr<Mid>]>,
     dirty: Mutex<Vec<usize>>,
-    side: Mutex<HashMap<usize, u64>>,
+    side: Mutex<HashMap<usize, Entry>>,
     leaves: AtomicU64,
     mids: AtomicU64,
 }
@@ -133,25 +151,33 @@ impl BlockTable {
         }
     }
 
-    fn side(&self) -> std::sync::MutexGuard<'_, HashMap<usize, u64>> {
+    fn side(&self) -> std::sync::MutexGuard<'_, HashMap<usize, Entry>> {
         self.side.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Record `addr` with `size`; returns the size it replaces, if any.
     #[inline]
     pub fn insert(&self, addr: usize, size: u64) -> Option<u64> {
+        self.insert_entry(addr, Entry::plain(size))
+            .map(|old| old.charged)
+    }
+
+    /// Record `addr`; returns the entry it replaces, if any. Entries with a credit always go to
+    /// the side table, so the hot paths only ever see plain sizes in the slots.
+    #[inline]
+    pub fn insert_entry(&self, addr: usize, entry: Entry) -> Option<Entry> {
         match self.slot(addr, true) {
-            Some(slot) if size < (SIDE - 1) as u64 => {
-                let old = slot.swap(size as u32 + 1, Relaxed);
-                self.decode(addr, old, true)
+            Some(slot) if entry.credit == 0 && entry.charged < (SIDE - 1) as u64 => {
+                let old = slot.swap(entry.charged as u32 + 1, Relaxed);
+                self.decode(addr, old)
             }
             Some(slot) => {
                 let old = slot.swap(SIDE, Relaxed);
-                let prev = self.decode(addr, old, true);
-                self.side().insert(addr, size);
+                let prev = self.decode(addr, old);
+                self.side().insert(addr, entry);
                 prev
             }
-            None => self.side().insert(addr, size),
+            None => self.side().insert(addr, entry),
         }
     }
 
@@ -172,13 +198,19 @@ impl BlockTable {
     /// Forget `addr`, returning its size if it was recorded.
     #[inline]
     pub fn remove(&self, addr: usize) -> Option<u64> {
+        self.remove_entry(addr).map(|old| old.charged)
+    }
+
+    /// Forget `addr`, returning its entry if it was recorded.
+    #[inline]
+    pub fn remove_entry(&self, addr: usize) -> Option<Entry> {
         match self.slot(addr, false) {
             Some(slot) => {
                 if slot.load(Relaxed) == 0 {
                     return None;
                 }
                 let old = slot.swap(0, Relaxed);
-                self.decode(addr, old, true)
+                self.decode(addr, old)
             }
             None => {
                 if addr & ((1 << SLOT_SHIFT) - 1) == 0 && (addr as u64) >> ADDRESS_BITS == 0 {
@@ -191,12 +223,12 @@ impl BlockTable {
     }
 
     #[inline]
-    fn decode(&self, addr: usize, value: u32, take_side: bool) -> Option<u64> {
+    /// The entry a slot held (its side-table entry is taken).
+    fn decode(&self, addr: usize, value: u32) -> Option<Entry> {
         match value {
             0 => None,
-            SIDE if take_side => self.side().remove(&addr),
-            SIDE => self.side().get(&addr).copied(),
-            v => Some((v - 1) as u64),
+            SIDE => self.side().remove(&addr),
+            v => Some(Entry::plain((v - 1) as u64)),
         }
     }
 
@@ -275,18 +307,47 @@ impl Ledger {
         self.tally.allocations.fetch_add(1, Relaxed);
     }
 
-    /// A block about to be freed or moved; returns its size if it was counted.
+    /// A block about to be freed or moved; returns its entry if it was counted.
     #[inline]
-    pub fn released(&self, addr: usize) -> Option<u64> {
-        let size = self.blocks.remove(addr)?;
-        self.tally.sub(size);
-        Some(size)
+    pub fn released(&self, addr: usize) -> Option<Entry> {
+        let entry = self.blocks.remove_entry(addr)?;
+        self.tally.sub(entry.charged);
+        Some(entry)
     }
 
     /// Undo `released` for a block whose realloc failed (the block is still live).
-    pub fn restore(&self, addr: usize, size: u64) {
-        self.blocks.insert(addr, size);
-        self.tally.current.fetch_add(size, Relaxed);
+    pub fn restore(&self, addr: usize, entry: Entry) {
+        self.blocks.insert_entry(addr, entry);
+        self.tally.current.fetch_add(entry.charged, Relaxed);
+    }
+
+    /// The new block of a realloc, by the outermost call of a thread. `credit` is how many of
+    /// its bytes were allocated before the window: the credit the old block carried, or the size
+    /// of an old block the window never saw. The block charges only its size beyond that
+    /// credit, so growing a container that existed before the test charges the test with the
+    /// growth, not with the whole buffer (where tracemalloc counts the new block in full), and
+    /// shrinking it charges nothing. A later realloc or free carries the credit on or drops it.
+    #[inline]
+    pub fn reallocated(&self, addr: usize, size: u64, credit: u64) {
+        if credit == 0 {
+            return self.allocated(addr, size);
+        }
+        if let Some(old) = self.blocks.remove_entry(addr) {
+            self.tally.sub(old.charged);
+        }
+        self.put(addr, size, credit);
+        self.tally.allocations.fetch_add(1, Relaxed);
+    }
+
+    /// Record a block of `size` bytes of which `credit` predate the window (a free slot).
+    fn put(&self, addr: usize, size: u64, credit: u64) {
+        let credit = credit.min(size);
+        let entry = Entry {
+            charged: size - credit,
+            credit,
+        };
+        self.blocks.insert_entry(addr, entry);
+        self.tally.add(entry.charged);
     }
 
     fn tracked(&self) -> std::sync::MutexGuard<'_, HashMap<(u32, usize), u64>> {
@@ -297,12 +358,21 @@ impl Ledger {
     /// allocators' own key space: numpy ≥ 2.5 allocates through `PyMem_RawMalloc` *and* reports
     /// the block, which then replaces the live key instead of counting twice (tracemalloc's rule).
     pub fn track(&self, domain: u32, addr: usize, size: u64) {
-        let replaced = if domain == ALLOCATOR_DOMAIN {
-            self.blocks.insert(addr, size)
-        } else {
-            self.tracked().insert((domain, addr), size)
-        };
-        match replaced {
+        if domain == ALLOCATOR_DOMAIN {
+            match self.blocks.remove_entry(addr) {
+                // A block reallocated from before the window and then reported keeps its credit.
+                Some(old) => {
+                    self.tally.sub(old.charged);
+                    self.put(addr, size, old.credit);
+                }
+                None => {
+                    self.put(addr, size, 0);
+                    self.tally.allocations.fetch_add(1, Relaxed);
+                }
+            }
+            return;
+        }
+        match self.tracked().insert((domain, addr), size) {
             Some(old) => self.tally.sub(old),
             None => {
                 self.tally.allocations.fetch_add(1, Relaxed);
@@ -407,7 +477,7 @@ mod tests {
         );
         // a block freed that was allocated before the window is ignored
         assert_eq!(l.released(0x900), None);
-        assert_eq!(l.released(0x100), Some(100));
+        assert_eq!(l.released(0x100), Some(Entry::plain(100)));
         assert_eq!(l.totals().current, 50);
         assert_eq!(l.totals().peak, 150);
         // a live key allocated again (freed outside our view) is replaced, not added
@@ -440,6 +510,55 @@ mod tests {
         l.reset();
         assert_eq!(l.totals(), Totals::default());
         assert_eq!(l.released(0x300), None);
+    }
+
+    #[test]
+    fn a_block_from_before_the_window_charges_its_growth_only() {
+        let l = Ledger::default();
+        // a list's 800 KB buffer from before the window grows to 900 KB: 100 KB charged
+        assert_eq!(l.released(0x1000), None);
+        l.reallocated(0x2000, 900_000, 800_000);
+        assert_eq!(l.totals().current, 100_000);
+        assert_eq!(l.totals().allocations, 1);
+        // grown again inside the window: the credit moves with the block
+        let old = l.released(0x2000).unwrap();
+        assert_eq!(
+            old,
+            Entry {
+                charged: 100_000,
+                credit: 800_000
+            }
+        );
+        l.reallocated(0x3000, 1_000_000, old.credit);
+        assert_eq!(l.totals().current, 200_000);
+        assert_eq!(l.totals().peak, 200_000);
+        // shrunk below its credit: charges nothing, never less
+        let old = l.released(0x3000).unwrap();
+        l.reallocated(0x3000, 500_000, old.credit);
+        assert_eq!(l.totals().current, 0);
+        // reported to tracemalloc's domain 0 (numpy): replaced, keeping the credit
+        l.track(ALLOCATOR_DOMAIN, 0x3000, 600_000);
+        assert_eq!(l.totals().current, 100_000);
+        // freed: the charge goes, nothing below zero
+        assert_eq!(l.released(0x3000).map(|e| e.charged), Some(100_000));
+        assert_eq!(l.totals().current, 0);
+        assert_eq!(l.totals().peak, 200_000);
+        // a failed realloc restores the block with its credit
+        l.reallocated(0x4000, 300, 100);
+        let old = l.released(0x4000).unwrap();
+        assert_eq!(l.totals().current, 0);
+        l.restore(0x4000, old);
+        assert_eq!(l.totals().current, 200);
+        assert_eq!(
+            l.released(0x4000),
+            Some(Entry {
+                charged: 200,
+                credit: 100
+            })
+        );
+        // without a credit, the rule is tracemalloc's: the new block in full
+        l.reallocated(0x5000, 700, 0);
+        assert_eq!(l.totals().current, 700);
     }
 
     #[test]

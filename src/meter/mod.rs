@@ -18,6 +18,7 @@
 mod guard;
 mod hooks;
 pub mod ledger;
+mod prior;
 mod rss;
 mod track;
 
