@@ -47,6 +47,21 @@ FOLDED = (
 )
 
 
+def _library_roots() -> tuple[str, ...]:
+    """Where the standard library and installed packages live: their frames are folded into the
+    user's line that called them (the site of a `json.dumps` regression is the test's call, not
+    `json/encoder.py`), and kept in the site's stack."""
+    import site
+    import sysconfig
+
+    paths = {sysconfig.get_path(name) for name in ("stdlib", "platstdlib", "purelib", "platlib")}
+    paths.update(getattr(site, "getsitepackages", lambda: [])())
+    return tuple(sorted(os.path.join(os.path.realpath(p), "") for p in paths if p))
+
+
+LIBRARY = _library_roots()
+
+
 @dataclass
 class Site:
     path: str
@@ -55,13 +70,19 @@ class Site:
     size: int
     count: int
     stack: list[tuple[str, int, str]] = field(default_factory=list)  # oldest first
+    # The innermost frame, when it is library code folded into this site: `json/encoder.py:258`.
+    via: str | None = None
 
     def show(self, root: Path) -> str:
         try:
             where = str(Path(self.path).resolve().relative_to(root))
         except ValueError:
             where = self.path
-        return f"{where}:{self.line} in {self.function}: {_size(self.size)} in {self.count} blocks"
+        via = f" (via {self.via})" if self.via else ""
+        return (
+            f"{where}:{self.line} in {self.function}{via}: "
+            f"{_size(self.size)} in {self.count} blocks"
+        )
 
 
 @dataclass
@@ -173,6 +194,19 @@ def _own(frame: tracemalloc.Frame) -> bool:
     return not any(f in frame.filename for f in FOLDED)
 
 
+def _library(filename: str) -> bool:
+    return os.path.realpath(filename).startswith(LIBRARY)
+
+
+def _short(filename: str) -> str:
+    """A library file by its path under its root (`json/encoder.py`)."""
+    real = os.path.realpath(filename)
+    for root in LIBRARY:
+        if real.startswith(root):
+            return real[len(root) :]
+    return filename
+
+
 def _sites(snapshot: tracemalloc.Snapshot) -> list[Site]:
     """Group live blocks by their innermost frame in the user's code."""
     by_site: dict[tuple[str, int], Site] = {}
@@ -181,7 +215,10 @@ def _sites(snapshot: tracemalloc.Snapshot) -> list[Site]:
         own = [f for f in frames if _own(f)]
         if not own:
             continue
-        frame = own[-1]
+        # The innermost frame of the user's code, the library frames it called folded into it.
+        users = [f for f in own if not _library(f.filename)]
+        frame = users[-1] if users else own[-1]
+        innermost = own[-1]
         key = (frame.filename, frame.lineno)
         site = by_site.get(key)
         if site is None:
@@ -192,6 +229,9 @@ def _sites(snapshot: tracemalloc.Snapshot) -> list[Site]:
                 0,
                 0,
                 [(f.filename, f.lineno, _function_at(f.filename, f.lineno)) for f in own],
+                f"{_short(innermost.filename)}:{innermost.lineno}"
+                if innermost is not frame
+                else None,
             )
         site.size += stat.size
         site.count += stat.count
@@ -283,15 +323,15 @@ class _Tracing:
     def begin(self) -> Diagnosis | None:
         if tracemalloc.is_tracing():
             return Diagnosis([], [], [], None, "tracemalloc is already tracing")
-        # Everything that exists now, the diagnosis's own helpers included, is frozen: what
-        # gc.get_objects() finds afterwards is what the run left behind.
-        gc.collect()
-        gc.freeze()
         # The verdict is the test's outcome: warnings of this extra run are not (filters set
         # before tracing, so that they are not among the sites).
         self.quiet = warnings.catch_warnings()
         self.quiet.__enter__()
         warnings.simplefilter("ignore")
+        # Everything that exists now, the diagnosis's own helpers (the filters above) included,
+        # is frozen: what gc.get_objects() finds afterwards is what the run left behind.
+        gc.collect()
+        gc.freeze()
         tracemalloc.start(FRAMES)
         self.deadline = time.perf_counter() + PROFILE_SECONDS
         sys.setprofile(self._on_event)
@@ -316,9 +356,15 @@ class _Tracing:
         finally:
             self._stop()
         try:
-            # What the run left behind, less the snapshots themselves.
-            ours = _reachable([self.peak["snapshot"], retained])
-            survivors = [o for o in gc.get_objects() if id(o) not in ours]
+            # What the run left behind, less the diagnosis's own objects made since the freeze
+            # (the snapshots and what holds them); listed before anything else is made.
+            everything = gc.get_objects()
+            ours = _reachable([self.peak, retained])
+            survivors = []
+            for o in everything:
+                if id(o) not in ours:
+                    survivors.append(o)
+            del everything
         finally:
             gc.unfreeze()  # get_referrers does not look into the frozen generation
         counts = Counter(_type_name(o) for o in survivors)
@@ -326,7 +372,7 @@ class _Tracing:
         chain = None
         bounded = False
         if growth:
-            target = next(o for o in survivors if _type_name(o) == growth[0][0])
+            target = _first_of_type(survivors, growth[0][0])
             try:
                 chain = _backref_chain(target, {id(survivors)} | ours)
             except _SearchBound:
@@ -381,6 +427,14 @@ async def diagnose_async(
     except RERUN_ERRORS as e:
         return run.failed(e)
     return run.end()
+
+
+def _first_of_type(objects: list[Any], name: str) -> Any:
+    # Not a generator expression in `end()`: its closure cell would be one of the survivors.
+    for o in objects:
+        if _type_name(o) == name:
+            return o
+    raise LookupError(name)
 
 
 def _reachable(roots: list[Any]) -> set[int]:
