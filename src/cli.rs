@@ -263,8 +263,11 @@ fn run(cli: Cli, here: &Here) -> Result<i32> {
             for t in merged.tests {
                 session.record(t);
             }
+            // As `pytest --memcheck-update`: results of a complete run re-record a file from
+            // another environment (saying so); a partial run's need --accept-environment. The
+            // CLI never prunes: it does not know which tests were collected.
             let coverage = Coverage {
-                accept_environment,
+                accept_environment: accept_environment || merged.complete,
                 ..Coverage::default()
             };
             let mode = if all {

@@ -119,20 +119,34 @@ def test_update_from_ci_results_merges_shards(repo, monkeypatch):
     assert result.returncode == 2 and "shards must not overlap" in result.stderr
 
 
-def test_update_refuses_another_environment_unless_told(repo, monkeypatch):
+def test_update_re_records_another_environment_as_pytest_does(repo, monkeypatch):
     monkeypatch.setenv("ALLOC", str(6 << 20))
-    repo.run("--memcheck", "--memcheck-json=ci.json")
-    data = json.loads((repo.path / "ci.json").read_text())
-    data["environment"]["platform"] = "macosx-14-arm64"
-    (repo.path / "ci.json").write_text(json.dumps(data))
-    before = (repo.path / "baselines" / "test_suite.toml").read_text()
-    result = memcheck(repo.path, "update", "--from", "ci.json")
+    baseline = repo.path / "baselines" / "test_suite.toml"
+    for name, args in (("partial.json", ("-k", "alloc")), ("ci.json", ())):
+        repo.run("--memcheck", f"--memcheck-json={name}", *args)
+        data = json.loads((repo.path / name).read_text())
+        data["environment"]["platform"] = "macosx-14-arm64"
+        (repo.path / name).write_text(json.dumps(data))
+    before = baseline.read_text()
+    # a partial run's results do not replace another environment's file unless told
+    result = memcheck(repo.path, "update", "--from", "partial.json")
     assert result.returncode == 2
-    assert "not rewritten" in result.stdout
-    assert (repo.path / "baselines" / "test_suite.toml").read_text() == before
-    result = memcheck(repo.path, "update", "--from", "ci.json", "--accept-environment")
+    assert "not rewritten by a partial run" in result.stdout
+    assert baseline.read_text() == before
+    # a complete run's do, and say so, as `pytest --memcheck-update` on a complete run does
+    result = memcheck(repo.path, "update", "--from", "ci.json")
     assert result.returncode == 0, result.stdout
-    assert "macosx-14-arm64" in (repo.path / "baselines" / "test_suite.toml").read_text()
+    assert "re-recorded: was" in result.stdout
+    assert "macosx-14-arm64" in baseline.read_text()
+    (repo.path / "baselines" / "test_suite.toml").write_text(before)
+    result = memcheck(repo.path, "update", "--from", "partial.json", "--accept-environment")
+    assert result.returncode == 0, result.stdout
+    assert "macosx-14-arm64" in baseline.read_text()
+    # pytest's update on a complete run says the same of a file from elsewhere
+    baseline.write_text(before.replace('platform = "', 'platform = "elsewhere-'))
+    result = repo.run("--memcheck-update")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["*test_suite.toml: re-recorded: was*elsewhere-*"])
 
 
 def test_check_passes_clean_results_and_rejects_foreign_files(repo):
