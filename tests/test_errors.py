@@ -19,8 +19,14 @@ def test_malformed_baseline_file_is_reported_and_untouched(project):
     for args in (["--memcheck"], ["--memcheck-update"], ["--memcheck-update=all"]):
         result = project.run(*args)
         assert result.ret == pytest.ExitCode.USAGE_ERROR, args
-        result.stderr.fnmatch_lines(["*baselines/test_simple.toml:*:*: *"])
+        result.stderr.fnmatch_lines(
+            ["*cannot read the baselines, so no test was run: *baselines/test_simple.toml:*:*: *"]
+        )
         assert path.read_text() == broken
+        # said once, with what to do; no summary of nothing, no second message
+        output = result.stdout.str() + result.stderr.str()
+        assert "git checkout" in output and "--memcheck-update" in output
+        assert "baselines not written" not in output and "0 measured" not in output, output
 
 
 def test_field_error_names_line_and_column(project):

@@ -553,6 +553,8 @@ class Manager:
         self.is_worker = hasattr(config, "workerinput")
         self.collected: list[str] = []
         self.incomplete_reasons: list[str] = []
+        # Set when the run was refused at start (unreadable baselines): said once, nothing more.
+        self.refused: str | None = None
         self.changes: list[tuple[Any, ...]] = []
         self.warnings: list[str] = []
         self.notes: list[str] = []
@@ -651,7 +653,12 @@ class Manager:
         try:
             self.engine.preload(sorted(modules))
         except (_engine.MemcheckError, OSError) as e:
-            raise pytest.UsageError(f"memcheck: {e}") from None
+            self.refused = (
+                f"memcheck: cannot read the baselines, so no test was run: {e}. "
+                "Fix the file, restore it (git checkout -- <file>), or delete it and record "
+                "it again with --memcheck-update"
+            )
+            raise pytest.UsageError(self.refused) from None
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         if not self.distributed:
@@ -782,15 +789,23 @@ class Manager:
             # Sent to the controller with the worker's end (XdistController.pytest_testnodedown).
             self.config.workeroutput["memcheck_incomplete"] = list(self.incomplete_reasons)
             return
+        if self.refused:
+            return  # said once, by pytest's usage error; nothing was measured or written
         complete, scope = self._coverage(session)
         try:
             self.stale = self.engine.stale(complete, self.collected, scope)
+        except (_engine.MemcheckError, OSError) as e:
+            self.warnings.append(f"stale baselines not listed: {e}")
+            session.exitstatus = pytest.ExitCode.USAGE_ERROR
+        try:
             if self.update and exitstatus != pytest.ExitCode.INTERRUPTED:
                 self.changes = self.engine.update(
                     self.update == "all", complete, self.collected, scope
                 )
         except (_engine.MemcheckError, OSError) as e:
-            self.warnings.append(f"baselines not written: {e}")
+            self.warnings.append(
+                f"baselines not written, none changed: {e}; fix it and run the update again"
+            )
             session.exitstatus = pytest.ExitCode.USAGE_ERROR
         json_path = self.options.json
         if json_path:
@@ -846,7 +861,7 @@ class Manager:
                 self.warnings.append(f"step summary not written: {e}")
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if self.is_worker:
+        if self.is_worker or self.refused:
             return
         tr = terminalreporter
         tr.write_sep("=", "memcheck")
