@@ -29,13 +29,16 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / ".github" / "actions" / "memcheck" / "memcheck_action.py"
 TOKEN = "ghs_not-a-real-token-0123456789"
 PLAIN = "-p no:randomly -p no:cacheprovider -p no:memray"
+# The allocation happens here, in the project but outside the test file: the annotation points
+# at this line (5), and names the test's.
+SIZES = "ALLOC = {}\n\n\ndef make():\n    return bytearray(ALLOC)\n"
 
 SUITE = """
-from sizes import ALLOC
+from sizes import ALLOC, make
 
 
 def test_alloc():
-    data = bytearray(ALLOC)
+    data = make()
     assert len(data) == ALLOC
 
 
@@ -160,7 +163,7 @@ class Origin:
         app = self.dev / "app"
         app.mkdir(parents=True)
         (app / "pyproject.toml").write_text('[tool.memcheck]\nbaseline-dir = "baselines"\n')
-        (app / "sizes.py").write_text("ALLOC = 1 << 20\n")
+        (app / "sizes.py").write_text(SIZES.format("1 << 20"))
         (app / "test_suite.py").write_text(SUITE)
         git(self.dev, "init", "-q", "-b", "main")
         recorded = pytest_in(app, "--memcheck-update", "-k", "not slow")
@@ -174,7 +177,7 @@ class Origin:
         """A branch that changes test_alloc's size, with its baseline accepted or not."""
         app = self.dev / "app"
         git(self.dev, "checkout", "-q", "-b", name, "main")
-        (app / "sizes.py").write_text(f"ALLOC = {alloc}\n")
+        (app / "sizes.py").write_text(SIZES.format(alloc))
         if accept:
             recorded = pytest_in(app, "--memcheck-update", "-k", "not slow")
             assert recorded.returncode == 0, recorded.stdout + recorded.stderr
@@ -290,7 +293,10 @@ def test_a_reviewed_raise_passes_and_is_listed_for_review(origin, api, tmp_path)
     assert review.returncode == 0, review.stdout + review.stderr
     # ...the base step fetched it, with the token in git's environment only.
     assert runner.outputs["base"] == {"ref": "origin/main"}
-    assert git(work, "rev-parse", "origin/main").strip() == git(origin.bare, "rev-parse", "main").strip()
+    assert (
+        git(work, "rev-parse", "origin/main").strip()
+        == git(origin.bare, "rev-parse", "main").strip()
+    )
     assert TOKEN not in (work / ".git" / "config").read_text()
     gate = runner.outputs["gate"]
     assert gate["exit-code"] == "0"
@@ -333,13 +339,27 @@ def test_a_regression_without_a_baseline_change_fails(origin, api, tmp_path):
     assert "::error title=memcheck::pytest exited 1: 1 tests over their memory limits" in (
         review.stdout
     )
-    # The plugin's annotation sits at the test, its path relative to the repository (the
-    # project is in app/), not to the working directory.
-    annotation = next(line for line in runner.gate_output.splitlines() if line.startswith("::error"))
-    assert annotation.startswith("::error file=app/test_suite.py,line=5,"), annotation
+    # The plugin's annotation points at the allocation site (sizes.py, in the project), with
+    # paths from the repository's root (the project is in app/), and names the test's line.
+    errors = [line for line in runner.gate_output.splitlines() if line.startswith("::error")]
+    assert len(errors) == 1, errors
+    assert errors[0].startswith("::error file=app/sizes.py,line=5,title=memcheck%3A "), errors
+    assert errors[0].endswith("%0A  the test: app/test_suite.py:5"), errors
+    # The results file and `memcheck check` carry the diagnosis the report showed.
+    results = json.loads(Path(gate["results"]).read_text())
+    (failing,) = [t for t in results["tests"] if t["failed"]]
+    assert failing["site"] == {"path": "sizes.py", "line": 5}
+    assert "confirmed by a second measurement" in failing["message"]
+    assert "allocated at the peak, by site:\n    sizes.py:5 in make: 2.0 MiB" in failing["message"]
+    check = subprocess.run(
+        [sys.executable, "-m", "pytest_memcheck.cli", "check", "--from", gate["results"]],
+        cwd=work / "app", capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert check.returncode == 1
+    assert "sizes.py:5 in make: 2.0 MiB" in check.stdout, check.stdout
     body = state()["comments"][0]["body"]
     assert "### Memory gate ❌ failed" in body and "No baseline changed." in body
-    assert "| test\\_suite.py::test\\_alloc | peak 2.00 MiB > 1.16 MiB" in body, body
+    assert "| test\\_suite.py::test\\_alloc | peak 2.00 MiB, limit 1.16 MiB |" in body, body
 
 
 def test_raises_can_require_an_approval_label(origin, api, tmp_path):
@@ -355,8 +375,9 @@ def test_raises_can_require_an_approval_label(origin, api, tmp_path):
         "label 'memcheck-approved'" in review.stdout
     )
     assert "adds the label 'memcheck-approved'" in review.stdout
-    assert "**Approval required:** 1 raised baselines need the label" in (
-        state()["comments"][0]["body"]
+    assert (
+        "**Approval required:** 1 raised baselines need the label"
+        in (state()["comments"][0]["body"])
     )
     runner.label("memcheck-approved")
     approved = runner.review()

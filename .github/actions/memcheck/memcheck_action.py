@@ -357,11 +357,12 @@ def over_rows(results: dict[str, Any]) -> list[str]:
             continue
         measured, limits = t.get("measured") or {}, t.get("limits") or {}
         over = [
-            f"{m} {size(measured.get(m))} > {size(limits[m])}"
+            f"{m} {size(measured.get(m))}, limit {size(limits[m])}"
             for m in ("peak", "retained", "cycles")
             if m in limits and (measured.get(m) or 0) > limits[m]
         ]
-        rows.append(f"| {markdown(t.get('nodeid', ''))} | {markdown(', '.join(over))} |")
+        # Metric names and sizes: made here, plain text; the node id is the results file's.
+        rows.append(f"| {markdown(t.get('nodeid', ''))} | {'; '.join(over)} |")
     return rows
 
 
@@ -383,7 +384,7 @@ def report(
         )
         rows = over_rows(results)
         if rows:
-            lines += ["", "| over budget | measured > limit |", "|---|---|", *rows[:50]]
+            lines += ["", "| over budget | measured |", "|---|---|", *rows[:50]]
             if len(rows) > 50:
                 lines.append(f"\n… and {len(rows) - 50} more: see the results artifact.")
     else:
@@ -529,7 +530,8 @@ def step_review() -> None:
 STEPS = {
     "install-key": step_install_key,
     "install": step_install,
-    "base": step_base,     "gate": step_gate,
+    "base": step_base,
+    "gate": step_gate,
     "review": step_review,
 }
 
