@@ -478,3 +478,88 @@ def test_a_base_branch_that_cannot_be_fetched_says_what_to_do(tmp_path):
     assert "permissions: contents: read" in result.stdout
     assert TOKEN not in result.stdout + result.stderr
     assert not out.exists() or "ref" not in outputs(out)
+
+
+STUB_PYTHON = """#!/bin/sh
+# Stands in for the job's interpreter: logs its arguments; answers the interpreter tag query.
+echo "$*" >> "$STUB_LOG"
+if [ "$1" = "-c" ]; then echo "cpython-311 linux-x86_64"; fi
+"""
+
+
+@pytest.fixture
+def action_copy(tmp_path):
+    """The action's script in a copy of the project's layout, with a stub interpreter."""
+    root = tmp_path / "action"
+    (root / ".github" / "actions" / "memcheck").mkdir(parents=True)
+    shutil.copy(SCRIPT, root / ".github" / "actions" / "memcheck")
+    (root / "pyproject.toml").write_text('[project]\nname = "pytest-memcheck"\nversion = "9.8.7"\n')
+    (root / "src").mkdir()
+    (root / "src" / "lib.rs").write_text("// v1\n")
+    stub = tmp_path / "python"
+    stub.write_text(STUB_PYTHON)
+    stub.chmod(0o755)
+    return root, stub
+
+
+def install_step(root, stub, tmp_path, step, **inputs):
+    out = tmp_path / f"out-{step}"
+    out.unlink(missing_ok=True)
+    result = subprocess.run(
+        [sys.executable, str(root / ".github" / "actions" / "memcheck" / SCRIPT.name), step],
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "INPUT_"))},
+            "GITHUB_OUTPUT": str(out),
+            "INPUT_PYTHON": str(stub),
+            "MEMCHECK_WHEELS": str(tmp_path / "wheels"),
+            "STUB_LOG": str(tmp_path / "log"),
+            **inputs,
+        },
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return result, outputs(out)
+
+
+def test_install_from_a_cached_wheel_keyed_by_version_or_source(action_copy, tmp_path):
+    root, stub = action_copy
+    log = tmp_path / "log"
+    _, key = install_step(root, stub, tmp_path, "install-key", INPUT_INSTALL="pypi")
+    assert key == {
+        "key": "pytest-memcheck-pypi-9.8.7-cpython-311-linux-x86_64",
+        "path": str(tmp_path / "wheels" / "pypi"),
+    }
+    # An empty cache: the wheel of this action's version is downloaded, binary only...
+    result, _ = install_step(root, stub, tmp_path, "install", INPUT_INSTALL="pypi")
+    assert "-m pip download --no-deps --only-binary :all: -d" in log.read_text()
+    assert "pytest-memcheck==9.8.7" in log.read_text()
+    # ...and a stub pip that leaves no wheel is an error, not a silent pass.
+    assert result.returncode == 1
+    assert "left no pytest-memcheck wheel" in result.stdout
+    # A restored cache: installed from the wheel there, nothing downloaded.
+    wheel = tmp_path / "wheels" / "pypi" / "pytest_memcheck-9.8.7-cp311-cp311-linux_x86_64.whl"
+    wheel.write_bytes(b"")
+    log.unlink()
+    result, _ = install_step(root, stub, tmp_path, "install", INPUT_INSTALL="pypi")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert log.read_text().splitlines() == [f"-m pip install {wheel}"]
+    # From source: the key follows the source, so a changed engine is built again.
+    _, first = install_step(root, stub, tmp_path, "install-key", INPUT_INSTALL="source")
+    _, same = install_step(root, stub, tmp_path, "install-key", INPUT_INSTALL="source")
+    (root / "src" / "lib.rs").write_text("// v2\n")
+    _, changed = install_step(root, stub, tmp_path, "install-key", INPUT_INSTALL="source")
+    assert first == same and first["key"] != changed["key"]
+    assert first["key"].startswith("pytest-memcheck-source-")
+    log.unlink()
+    install_step(root, stub, tmp_path, "install", INPUT_INSTALL="source")
+    assert f"-m pip wheel --no-deps -w {tmp_path / 'wheels' / 'source'} {root}" in log.read_text()
+    # Nothing to install by default; an unknown mode says what it accepts.
+    before = log.read_text()
+    result, _ = install_step(root, stub, tmp_path, "install")
+    assert result.returncode == 0 and log.read_text() == before
+    result, _ = install_step(root, stub, tmp_path, "install", INPUT_INSTALL="conda")
+    assert result.returncode == 1
+    assert "install: 'conda' is not one of none, pypi, source: nothing was installed" in (
+        result.stdout
+    )

@@ -219,6 +219,8 @@ def step_install() -> None:
                 )
             )
         wheels = sorted(where.glob("pytest_memcheck-*.whl"))
+        if not wheels:
+            fail(f"pip reported success but left no pytest-memcheck wheel in {where}")
     else:
         print(f"memcheck: using the cached wheel {wheels[-1].name}", flush=True)
     install = ["install", str(wheels[-1])]
