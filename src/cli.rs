@@ -612,8 +612,14 @@ fn diff(
         fit(&mut table);
     }
     let raised = changes.iter().filter(|c| c.kind == Kind::Raised).count();
+    // In Markdown a line right below a table would be read as one more row.
+    let gap = if let Format::Markdown = format {
+        "\n"
+    } else {
+        ""
+    };
     format!(
-        "{table}\n{} baselines changed, {raised} raised\n",
+        "{table}\n{gap}{} baselines changed, {raised} raised\n",
         changes.len()
     )
 }

@@ -107,6 +107,16 @@ def markdown(text: str) -> str:
     return re.sub(r"([\\`*_{}\[\]()#+!|~$-])", r"\\\1", text)
 
 
+def code(text: str) -> str:
+    """Text in a Markdown code span (where backslash escapes are shown as they are)."""
+    text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+    return "`" + text.replace("`", "'") + "`"
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def size(n: int | None) -> str:
     if n is None:
         return ""
@@ -161,8 +171,8 @@ def wheel_dir() -> Path:
 
 
 def interpreter_tag() -> str:
-    code = "import sys, sysconfig; print(sys.implementation.cache_tag, sysconfig.get_platform())"
-    out = subprocess.run([python(), "-c", code], capture_output=True, text=True, check=True)
+    query = "import sys, sysconfig; print(sys.implementation.cache_tag, sysconfig.get_platform())"
+    out = subprocess.run([python(), "-c", query], capture_output=True, text=True, check=True)
     return "-".join(out.stdout.split())
 
 
@@ -302,8 +312,8 @@ def step_gate() -> None:
         args.append(f"--memcheck-ref={gate_ref}")
     args += pytest_args()
     print("memcheck: " + shlex.join(args), flush=True)
-    code = subprocess.run(args, cwd=cwd, check=False).returncode
-    outputs: dict[str, Any] = {"results": results, "exit-code": code}
+    status = subprocess.run(args, cwd=cwd, check=False).returncode
+    outputs: dict[str, Any] = {"results": results, "exit-code": status}
     if results.is_file():
         outputs.update(counts(json.loads(results.read_text(encoding="utf-8"))))
     else:
@@ -389,6 +399,12 @@ def report(
             lines += ["", "| over budget | measured |", "|---|---|", *rows[:50]]
             if len(rows) > 50:
                 lines.append(f"\n… and {len(rows) - 50} more: see the results artifact.")
+            lines += [
+                "",
+                "If the growth is intended, accept it: download the results artifact, run "
+                "`memcheck update --from memcheck-results.json` and commit the baselines; they "
+                "then show here as raised, for review.",
+            ]
     else:
         lines.append("No results were written: see the log of the gate step.")
     lines.append("")
@@ -397,7 +413,7 @@ def report(
     else:
         c = changes["counts"]
         lines.append(
-            f"#### Baseline changes against `{markdown(ref)}`: {c['raised']} raised, "
+            f"#### Baseline changes against {code(ref)}: {c['raised']} raised, "
             f"{c['new']} new, {c['lowered']} lowered, {c['removed']} removed"
         )
         lines.append("")
@@ -482,7 +498,7 @@ def step_review() -> None:
         json.loads(results_path.read_text(encoding="utf-8")) if results_path.is_file() else None
     )
     totals = counts(results or {})
-    code = int(env("MEMCHECK_EXIT_CODE") or "0")
+    exit_code = int(env("MEMCHECK_EXIT_CODE") or "0")
     changes = baseline_changes(cwd, ref)
     raised = changes["counts"]["raised"] if changes else 0
     label = env("INPUT_APPROVAL_LABEL", "memcheck-approved").strip()
@@ -492,21 +508,21 @@ def step_review() -> None:
     approval = ""
     if raised and required:
         approval = (
-            f"**Approval:** {raised} raised baselines approved"
-            + (f" (label `{markdown(label)}`)." if not flag("INPUT_APPROVED") else " (input).")
+            f"**Approval:** {plural(raised, 'raised baseline')} approved"
+            + (f" (label {code(label)})." if not flag("INPUT_APPROVED") else " (input).")
             if approved
-            else f"**Approval required:** {raised} raised baselines need the label "
-            f"`{markdown(label)}` on this pull request, added by a maintainer after review."
+            else f"**Approval required** for {plural(raised, 'raised baseline')}: the label "
+            f"{code(label)} on this pull request, added by a maintainer after review."
         )
-    passed = code == 0 and not missing
+    passed = exit_code == 0 and not missing
     body = report(passed, totals, results, changes, ref, approval)
     append_summary(body)
     url = upsert_comment(body) if flag("INPUT_COMMENT") else None
     set_outputs(raised=raised, approved=approved, comment=url or "")
     problems = []
-    if code != 0:
+    if exit_code != 0:
         problems.append(
-            f"pytest exited {code}: "
+            f"pytest exited {exit_code}: "
             + (
                 f"{totals['failed']} tests over their memory limits (the step summary lists "
                 "them; if the growth is intended, accept it with `memcheck update --from` the "
@@ -517,8 +533,8 @@ def step_review() -> None:
         )
     if missing:
         problems.append(
-            f"{raised} baselines raised against {ref} need approval and the pull request has no "
-            f"label '{label}': nothing else is wrong with it. A maintainer reviews the raised "
+            f"approval needed for {plural(raised, 'raised baseline')} against {ref}, and the pull "
+            f"request has no label '{label}'. A maintainer reviews the raised "
             f"limits in the step summary or the pull request comment and adds the label "
             f"'{label}' (the workflow must run on `pull_request` types including `labeled`), "
             "or the pull request lowers them back"
