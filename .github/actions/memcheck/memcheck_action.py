@@ -385,6 +385,7 @@ def report(
     changes: dict[str, Any] | None,
     ref: str,
     approval: str,
+    results_name: str = "memcheck-results.json",
 ) -> str:
     """The Markdown of the step summary and of the pull request comment."""
     mark = "✅ passed" if passed else "❌ failed"
@@ -402,7 +403,7 @@ def report(
             lines += [
                 "",
                 "If the growth is intended, accept it: download the results artifact, run "
-                "`memcheck update --from memcheck-results.json` and commit the baselines; they "
+                f"`memcheck update --from {results_name}` and commit the baselines; they "
                 "then show here as raised, for review.",
             ]
     else:
@@ -515,7 +516,7 @@ def step_review() -> None:
             f"{code(label)} on this pull request, added by a maintainer after review."
         )
     passed = exit_code == 0 and not missing
-    body = report(passed, totals, results, changes, ref, approval)
+    body = report(passed, totals, results, changes, ref, approval, results_path.name)
     append_summary(body)
     url = upsert_comment(body) if flag("INPUT_COMMENT") else None
     set_outputs(raised=raised, approved=approved, comment=url or "")
