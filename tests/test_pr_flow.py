@@ -394,6 +394,33 @@ def test_raises_can_require_an_approval_label(origin, api, tmp_path):
                        MEMCHECK_EXIT_CODE="0").returncode == 0  # fmt: skip
 
 
+def test_a_baseline_removed_while_its_test_runs_counts_as_raised(origin, api, tmp_path):
+    """Deleting a baseline un-gates its test (it becomes `new`, which passes): a raise with no
+    limit at all, so it needs the approval like any raise."""
+    url, state = api
+    baselines = origin.dev / "app" / "baselines" / "test_suite.toml"
+    git(origin.dev, "checkout", "-q", "-b", "unbaseline", "main")
+    text = baselines.read_text()
+    start = text.index("[test_alloc]")
+    baselines.write_text(text[:start] + text[text.index("[test_small]") :])
+    git(origin.dev, "commit", "-q", "-am", "drop a baseline")
+    git(origin.dev, "push", "-q", "origin", "unbaseline")
+    runner = Runner(tmp_path, origin.checkout("unbaseline"), url, INPUT_REQUIRE_APPROVAL="true")
+    review = runner.job()
+    assert runner.outputs["gate"]["exit-code"] == "0"
+    assert runner.outputs["gate"]["new"] == "1"  # the gate alone would let it through
+    assert review.returncode == 1
+    assert runner.outputs["review"]["raised"] == "1"
+    assert "approval needed for 1 raised baseline against origin/main" in review.stdout
+    body = state()["comments"][0]["body"]
+    assert "0 raised, 0 new, 0 lowered, 1 removed" in body
+    assert "**Removed while the test still runs** (1 test no longer gated" in body
+    assert "test\\_suite.py::test\\_alloc" in body
+    # Negative control: without require-approval it is listed, and passes.
+    runner.env["INPUT_REQUIRE_APPROVAL"] = "false"
+    assert runner.review().returncode == 0
+
+
 def test_a_comment_the_token_may_not_write_is_a_warning(origin, tmp_path):
     state = tmp_path / "api.json"
     server = subprocess.Popen(

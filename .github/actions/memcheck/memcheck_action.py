@@ -501,14 +501,27 @@ def step_review() -> None:
     totals = counts(results or {})
     exit_code = int(env("MEMCHECK_EXIT_CODE") or "0")
     changes = baseline_changes(cwd, ref)
-    raised = changes["counts"]["raised"] if changes else 0
+    # A baseline removed while its test still runs un-gates that test: a raise without a limit.
+    measured = {t.get("nodeid") for t in (results or {}).get("tests") or []}
+    ungated = [
+        c["test"]
+        for c in (changes or {}).get("changes", [])
+        if c["kind"] == "removed" and c["test"] in measured
+    ]
+    raised = (changes["counts"]["raised"] if changes else 0) + len(ungated)
     label = env("INPUT_APPROVAL_LABEL", "memcheck-approved").strip()
     approved = flag("INPUT_APPROVED") or (bool(label) and label in labels())
     required = flag("INPUT_REQUIRE_APPROVAL")
     missing = required and raised > 0 and not approved
     approval = ""
-    if raised and required:
+    if ungated:
         approval = (
+            f"**Removed while the test still runs** ({plural(len(ungated), 'test')} no longer "
+            "gated, counted as raised): " + ", ".join(markdown(t) for t in ungated[:20])
+        ) + (f" and {len(ungated) - 20} more" if len(ungated) > 20 else "")
+    if raised and required:
+        approval += "\n\n" if approval else ""
+        approval += (
             f"**Approval:** {plural(raised, 'raised baseline')} approved"
             + (f" (label {code(label)})." if not flag("INPUT_APPROVED") else " (input).")
             if approved
