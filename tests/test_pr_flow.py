@@ -592,3 +592,56 @@ def test_install_from_a_cached_wheel_keyed_by_version_or_source(action_copy, tmp
     assert "install: 'conda' is not one of none, pypi, source: nothing was installed" in (
         result.stdout
     )
+
+
+LEAKY_HELPERS = """
+import os
+
+REGISTRY = []
+
+
+class Record:
+    def __init__(self, i):
+        self.blob = bytearray(1000)
+
+
+def register(i):
+    if os.environ.get("LEAK"):
+        REGISTRY.append(Record(i))
+"""
+
+
+def test_results_and_check_carry_the_diagnosis_and_annotate_the_site(project, monkeypatch):
+    project.pytester.makepyfile(
+        helpers=LEAKY_HELPERS,
+        test_leaky="from helpers import register\n\n\ndef test_registers():\n"
+        "    for i in range(300):\n        register(i)\n",
+    )
+    monkeypatch.setenv("PYTHONPATH", str(project.path))
+    assert project.run("--memcheck-update").ret == 0
+    # Negative control: a passing test has no message and no site.
+    assert project.run("--memcheck", "--memcheck-json=ok.json").ret == 0
+    (ok,) = json.loads((project.path / "ok.json").read_text())["tests"]
+    assert ok["message"] == "" and "site" not in ok
+    monkeypatch.setenv("LEAK", "1")
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_WORKSPACE", str(project.path.parent))
+    result = project.run("--memcheck", "--memcheck-json=r.json")
+    assert result.ret == 1
+    (t,) = json.loads((project.path / "r.json").read_text())["tests"]
+    assert t["site"] == {"path": "helpers.py", "line": 8}  # self.blob = bytearray(1000)
+    assert "retained, by site:\n    helpers.py:8 in __init__:" in t["message"]
+    assert "held by: helpers.REGISTRY -> list -> helpers.Record" in t["message"]
+    # The annotation: at the leaking line, its path from the workspace (one folder up here).
+    (annotation,) = [line for line in result.stdout.lines if line.startswith("::error")]
+    prefix = project.path.name
+    assert annotation.startswith(f"::error file={prefix}/helpers.py,line=8,"), annotation
+    assert f"%0A  the test: {prefix}/test_leaky.py:4" in annotation
+    assert "held by: helpers.REGISTRY -> list -> helpers.Record" in annotation
+    check = subprocess.run(
+        [sys.executable, "-m", "pytest_memcheck.cli", "check", "--from", "r.json"],
+        cwd=project.path, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert check.returncode == 1
+    assert "held by: helpers.REGISTRY -> list -> helpers.Record" in check.stdout
+    assert "helpers.py:8 in __init__:" in check.stdout
