@@ -1,14 +1,13 @@
 """The steps of the pytest-memcheck composite action (action.yml runs `python memcheck_action.py STEP`).
 
-  install-key, install
-          with `install: pypi` or `install: source`: a cache key, then pytest-memcheck installed
-          from a wheel kept in WHEELS (restored by actions/cache between the two): downloaded
-          from PyPI, or built from the action's own source (which needs Rust)
-
 Every step reads its inputs from the environment (`INPUT_*`, set by action.yml through `env:`,
 and the runner's `GITHUB_*`), never from its command line, and writes its outputs to
 `$GITHUB_OUTPUT`. The steps, in order:
 
+  install-key, install
+          only with `install: pypi` or `install: source`: a cache key, then pytest-memcheck
+          installed from a wheel kept in the cache directory (restored by actions/cache between
+          the two): downloaded from PyPI, or built from the action's own source (needs Rust)
   base    fetch the pull request's base branch (with the job's token, which actions/checkout
           with `persist-credentials: false` did not leave behind), so the baselines can be
           compared with it
@@ -41,7 +40,6 @@ from typing import Any
 # The hidden line that finds our comment among the pull request's comments (one per key).
 MARKER = "<!-- pytest-memcheck{key} -->"
 GATED = ("ok", "over", "improved")
-NOT_GATED = ("new", "env-mismatch", "disturbed")
 
 
 # -- plumbing ------------------------------------------------------------------------------------
@@ -118,14 +116,17 @@ def plural(n: int, noun: str) -> str:
 
 
 def size(n: int | None) -> str:
+    """Bytes as the engine shows them: three significant digits, binary units."""
     if n is None:
         return ""
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(value) < 1024 or unit == "GiB":
-            return f"{n} B" if unit == "B" else f"{value:.2f} {unit}"
+    if n < 1024:
+        return f"{n} B"
+    value, units = n / 1024, ["KiB", "MiB", "GiB", "TiB"]
+    while value >= 1024 and len(units) > 1:
         value /= 1024
-    return f"{n} B"  # not reached
+        units.pop(0)
+    unit = units[0]
+    return f"{value:.{0 if value >= 100 else 1 if value >= 10 else 2}f} {unit}"
 
 
 def python() -> str:
@@ -457,7 +458,7 @@ def upsert_comment(body: str) -> str | None:
     if number is None or not token or not repo:
         return None
     api = env("GITHUB_API_URL", "https://api.github.com").rstrip("/")
-    key = env("INPUT_COMMENT_KEY").strip()
+    key = re.sub(r"[^A-Za-z0-9._-]", "_", env("INPUT_COMMENT_KEY").strip())
     marker = MARKER.format(key=f" {key}" if key else "")
     body = f"{marker}\n{body}"
     issue = f"{api}/repos/{repo}/issues/{number}/comments"
