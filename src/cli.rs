@@ -40,6 +40,8 @@ struct Cli {
 enum Format {
     Table,
     Markdown,
+    /// For scripts (the GitHub action): every change with its kind, values and limits.
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -50,7 +52,8 @@ enum Command {
         #[arg(long = "ref")]
         rev: Option<String>,
     },
-    /// Baseline changes between two git revisions, or a revision and the work tree.
+    /// Baseline changes between two git revisions, or a revision and the work tree: raised
+    /// (accepted values grew, so their limits rose), new, lowered, removed.
     Diff {
         /// The old revision (default HEAD).
         old: Option<String>,
@@ -219,7 +222,10 @@ fn run(cli: Cli, here: &Here) -> Result<i32> {
             let old_rev = old.unwrap_or_else(|| "HEAD".into());
             let before = read_all(&root, &dir, Some(&old_rev))?;
             let after = read_all(&root, &dir, new.as_deref())?;
-            print!("{}", diff(&before, &after, format));
+            // The limits each baseline implies, under the settings of the work tree (those the
+            // gate of this checkout applies).
+            let tolerance = config::load(&root, &BTreeMap::new())?.tolerance;
+            print!("{}", diff(&before, &after, format, &tolerance));
             Ok(0)
         }
         Command::Log { nodeid } => {
@@ -452,11 +458,65 @@ fn change(old: Option<u64>, new: Option<u64>) -> String {
     }
 }
 
-fn diff(
+/// How a test's baseline changed between two revisions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Kind {
+    /// An accepted value grew: its limit rose. What a reviewer must look at first.
+    Raised,
+    /// A baseline that did not exist: the test is gated from now on.
+    New,
+    /// Values that fell (or allocations/cycles that changed with peak and retained kept).
+    Lowered,
+    /// A baseline that is gone: the test, if it still exists, is no longer gated against one.
+    Removed,
+}
+
+impl Kind {
+    fn of(old: Option<&Entry>, new: Option<&Entry>) -> Option<Kind> {
+        match (old, new) {
+            (Some(a), Some(b)) if a == b => None,
+            (Some(a), Some(b)) if b.peak > a.peak || b.retained > a.retained => Some(Kind::Raised),
+            (Some(_), Some(_)) => Some(Kind::Lowered),
+            (None, Some(_)) => Some(Kind::New),
+            (Some(_), None) => Some(Kind::Removed),
+            (None, None) => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Raised => "raised",
+            Kind::New => "new",
+            Kind::Lowered => "lowered",
+            Kind::Removed => "removed",
+        }
+    }
+}
+
+/// One metric of a change in the JSON of `memcheck diff --format json`.
+#[derive(serde::Serialize)]
+struct MetricChange {
+    old: Option<u64>,
+    new: Option<u64>,
+    old_limit: Option<u64>,
+    new_limit: Option<u64>,
+}
+
+#[derive(serde::Serialize)]
+struct Change {
+    test: String,
+    kind: Kind,
+    peak: MetricChange,
+    retained: MetricChange,
+}
+
+/// Every baseline that differs between `before` and `after`, raised first.
+fn changes(
     before: &BTreeMap<String, BaselineFile>,
     after: &BTreeMap<String, BaselineFile>,
-    format: Format,
-) -> String {
+    tolerance: &crate::gate::Tolerance,
+) -> Vec<Change> {
     let mut ids: BTreeMap<String, (Option<Entry>, Option<Entry>)> = BTreeMap::new();
     for (side, files) in [(0, before), (1, after)] {
         for (module, file) in files {
@@ -470,36 +530,101 @@ fn diff(
             }
         }
     }
+    let metric = |old: Option<u64>, new: Option<u64>| MetricChange {
+        old,
+        new,
+        old_limit: old.map(|b| tolerance.limit(b)),
+        new_limit: new.map(|b| tolerance.limit(b)),
+    };
+    let mut out: Vec<Change> = ids
+        .into_iter()
+        .filter_map(|(test, (old, new))| {
+            Some(Change {
+                kind: Kind::of(old.as_ref(), new.as_ref())?,
+                peak: metric(old.map(|e| e.peak), new.map(|e| e.peak)),
+                retained: metric(old.map(|e| e.retained), new.map(|e| e.retained)),
+                test,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| (a.kind, &a.test).cmp(&(b.kind, &b.test)));
+    out
+}
+
+/// A limit cell: the limit after the change, and before it when it moved.
+fn limit_cell(m: &MetricChange) -> String {
+    match (m.old_limit, m.new_limit) {
+        (Some(a), Some(b)) if a != b => format!("{} → {}", format_size(a), format_size(b)),
+        (_, Some(b)) => format_size(b),
+        (Some(a), None) => format!("(was {})", format_size(a)),
+        (None, None) => String::new(),
+    }
+}
+
+fn diff(
+    before: &BTreeMap<String, BaselineFile>,
+    after: &BTreeMap<String, BaselineFile>,
+    format: Format,
+    tolerance: &crate::gate::Tolerance,
+) -> String {
+    let changes = changes(before, after, tolerance);
+    if let Format::Json = format {
+        let mut counts: BTreeMap<&str, usize> =
+            [Kind::Raised, Kind::New, Kind::Lowered, Kind::Removed]
+                .into_iter()
+                .map(|k| (k.name(), 0))
+                .collect();
+        for c in &changes {
+            *counts.entry(c.kind.name()).or_default() += 1;
+        }
+        let doc = serde_json::json!({ "counts": counts, "changes": changes });
+        return serde_json::to_string_pretty(&doc).expect("diff serializes") + "\n";
+    }
+    if changes.is_empty() {
+        return "no baseline changed\n".into();
+    }
     let mut table = Table::new();
     table
         .load_preset(match format {
-            Format::Table => UTF8_FULL_CONDENSED,
             Format::Markdown => ASCII_MARKDOWN,
+            _ => UTF8_FULL_CONDENSED,
         })
-        .set_header(["test", "peak", "retained"]);
-    let mut n = 0;
-    for (id, (old, new)) in &ids {
-        if old == new {
-            continue;
-        }
-        n += 1;
-        let cell = |s: String| match format {
-            Format::Markdown => markdown(&s),
-            Format::Table => terminal(&s),
-        };
-        table.add_row([
-            cell(id.clone()),
-            change(old.map(|e| e.peak), new.map(|e| e.peak)),
-            change(old.map(|e| e.retained), new.map(|e| e.retained)),
+        .set_header([
+            "test",
+            "change",
+            "peak",
+            "retained",
+            "peak limit",
+            "retained limit",
         ]);
-    }
-    if n == 0 {
-        return "no baseline changed\n".into();
+    let cell = |s: &str| match format {
+        Format::Markdown => markdown(s),
+        _ => terminal(s),
+    };
+    for c in &changes {
+        table.add_row([
+            cell(&c.test),
+            c.kind.name().to_string(),
+            change(c.peak.old, c.peak.new),
+            change(c.retained.old, c.retained.new),
+            limit_cell(&c.peak),
+            limit_cell(&c.retained),
+        ]);
     }
     if let Format::Table = format {
         fit(&mut table);
     }
-    format!("{table}\n{n} baselines changed\n")
+    let raised = changes.iter().filter(|c| c.kind == Kind::Raised).count();
+    // In Markdown a line right below a table would be read as one more row.
+    let gap = if let Format::Markdown = format {
+        "\n"
+    } else {
+        ""
+    };
+    format!(
+        "{table}\n{gap}{} baselines changed, {raised} raised\n",
+        changes.len()
+    )
 }
 
 /// A one-line chart of `values`, oldest first.
@@ -628,6 +753,64 @@ mod tests {
         let text = table.to_string();
         assert!(text.lines().all(|l| l.chars().count() <= 80), "{text}");
         assert!(text.contains(id), "{text}");
+    }
+
+    fn files(entries: &[(&str, u64, u64)]) -> BTreeMap<String, BaselineFile> {
+        let mut text = String::from(
+            "[memcheck]\nformat = 1\nimplementation = \"cpython\"\nmeter = \"python\"\nplatform = \"linux-x86_64\"\npython = \"3.11\"\n",
+        );
+        for (key, peak, retained) in entries {
+            text.push_str(&format!(
+                "\n[{key:?}]\npeak = {peak}\nretained = {retained}\n"
+            ));
+        }
+        let file = BaselineFile::parse(&text, Path::new("t.toml")).unwrap();
+        BTreeMap::from([("tests/test_a.py".to_string(), file)])
+    }
+
+    #[test]
+    fn changes_are_classified_raised_first_with_their_limits() {
+        let tolerance = crate::gate::DEFAULT_TOLERANCE;
+        let before = files(&[
+            ("up", 1 << 20, 0),
+            ("down", 1 << 20, 0),
+            ("same", 5, 5),
+            ("gone", 7, 0),
+        ]);
+        let after = files(&[
+            ("up", 2 << 20, 0),
+            ("down", 1 << 19, 0),
+            ("same", 5, 5),
+            ("born", 9, 0),
+        ]);
+        let found = changes(&before, &after, &tolerance);
+        let kinds: Vec<_> = found.iter().map(|c| (c.test.as_str(), c.kind)).collect();
+        assert_eq!(
+            kinds,
+            [
+                ("tests/test_a.py::up", Kind::Raised),
+                ("tests/test_a.py::born", Kind::New),
+                ("tests/test_a.py::down", Kind::Lowered),
+                ("tests/test_a.py::gone", Kind::Removed),
+            ]
+        );
+        let up = &found[0].peak;
+        assert_eq!(up.old_limit, Some(tolerance.limit(1 << 20)));
+        assert_eq!(up.new_limit, Some(tolerance.limit(2 << 20)));
+        assert_eq!(limit_cell(up), "1.16 MiB → 2.26 MiB");
+        // A retained value that grew alone is a raise too; equal entries are no change.
+        let before = files(&[("t", 100, 0)]);
+        let after = files(&[("t", 90, 10)]);
+        assert_eq!(changes(&before, &after, &tolerance)[0].kind, Kind::Raised);
+        assert!(changes(&before, &before, &tolerance).is_empty());
+        let md = diff(&before, &after, Format::Markdown, &tolerance);
+        assert!(md.starts_with("| test"), "{md}");
+        assert!(md.contains("| raised |"), "{md}");
+        assert!(md.ends_with("1 baselines changed, 1 raised\n"), "{md}");
+        let json: serde_json::Value =
+            serde_json::from_str(&diff(&before, &after, Format::Json, &tolerance)).unwrap();
+        assert_eq!(json["counts"]["raised"], 1);
+        assert_eq!(json["changes"][0]["retained"]["new"], 10);
     }
 
     #[test]

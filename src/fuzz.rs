@@ -299,6 +299,7 @@ fn valid_results() -> impl Strategy<Value = Results> {
             baseline: None,
             limits: Default::default(),
             location: None,
+            site: None,
             message,
             checks: vec![],
         },
@@ -610,6 +611,7 @@ mod links {
                             baseline: None,
                             limits: Default::default(),
                             location: None,
+                            site: None,
                             message: String::new(),
                             checks: vec![],
                         });

@@ -17,24 +17,42 @@ pub const MAX_ERRORS: usize = 10;
 /// GitHub refuses step summaries over 1 MiB; stay clearly below.
 pub const MAX_SUMMARY: usize = 1000 * 1000;
 
-/// One `::error` per test the gate failed (at its file and line), at most `MAX_ERRORS`, then one
-/// notice with the count of the rest.
-pub fn annotations(results: &[TestResult]) -> Vec<String> {
+/// One `::error` per test the gate failed, at most `MAX_ERRORS`, then one notice with the count
+/// of the rest. It points at the allocation site of the test's diagnosis when that is a file of
+/// the project (the message then names the test's own line), else at the test. `prefix` is the
+/// project root relative to the repository's (`app` for a project in `app/`): GitHub reads the
+/// paths of annotations from the repository's root.
+pub fn annotations(results: &[TestResult], prefix: &str) -> Vec<String> {
     let failed: Vec<&TestResult> = results.iter().filter(|r| r.failed).collect();
+    let in_repo = |path: &str| match prefix.trim_matches('/') {
+        "" | "." => path.to_string(),
+        prefix => format!("{prefix}/{path}"),
+    };
     let mut lines = Vec::new();
     for r in failed.iter().take(MAX_ERRORS) {
         let mut props = String::new();
-        if let Some(loc) = &r.location {
+        let mut message = r.message.clone();
+        if let Some(loc) = r.site.as_ref().or(r.location.as_ref()) {
             let _ = write!(
                 props,
                 "file={},line={},",
-                command_property(&loc.path),
+                command_property(&in_repo(&loc.path)),
                 loc.line
             );
         }
+        if let (Some(site), Some(test)) = (&r.site, &r.location) {
+            if site != test {
+                let _ = write!(
+                    message,
+                    "\n  the test: {}:{}",
+                    in_repo(&test.path),
+                    test.line
+                );
+            }
+        }
         let title = format!("memcheck: {}", r.nodeid);
         let _ = write!(props, "title={}", command_property(&title));
-        lines.push(format!("::error {props}::{}", command_data(&r.message)));
+        lines.push(format!("::error {props}::{}", command_data(&message)));
     }
     if failed.len() > MAX_ERRORS {
         lines.push(format!(
@@ -142,6 +160,7 @@ mod tests {
                 path: "tests/t,1:x.py".into(),
                 line: 7,
             }),
+            site: None,
             message: message.into(),
             checks: vec![],
         }
@@ -153,7 +172,7 @@ mod tests {
             "t.py::test[100%,a:b\r\n::warning::x]",
             "peak over\n::set-output name=x::y 50%",
         );
-        let lines = annotations(&[r]);
+        let lines = annotations(&[r], "");
         assert_eq!(lines.len(), 1);
         assert_eq!(
             lines[0],
@@ -163,11 +182,29 @@ mod tests {
     }
 
     #[test]
+    fn annotations_point_at_the_allocation_site_from_the_repository_root() {
+        let mut r = failed("t.py::t", "over");
+        assert!(annotations(&[r.clone()], "app")[0]
+            .starts_with("::error file=app/tests/t%2C1%3Ax.py,line=7,"));
+        r.site = Some(Location {
+            path: "pkg/cache.py".into(),
+            line: 11,
+        });
+        let lines = annotations(&[r.clone()], "app/");
+        assert_eq!(
+            lines[0],
+            "::error file=app/pkg/cache.py,line=11,title=memcheck%3A t.py%3A%3At::over%0A  the test: app/tests/t,1:x.py:7"
+        );
+        // At the root of the repository, paths are as they are.
+        assert!(annotations(&[r], "")[0].starts_with("::error file=pkg/cache.py,line=11,"));
+    }
+
+    #[test]
     fn at_most_ten_errors_then_a_notice() {
         let rs: Vec<_> = (0..13)
             .map(|i| failed(&format!("t.py::t{i}"), "m"))
             .collect();
-        let lines = annotations(&rs);
+        let lines = annotations(&rs, ".");
         assert_eq!(lines.len(), 11);
         assert!(lines[..10].iter().all(|l| l.starts_with("::error ")));
         assert_eq!(

@@ -239,25 +239,34 @@ impl Verdict {
 
     /// The result as JSON, for the report (it crosses to the xdist controller as a string).
     /// A test that did not pass its own assertions is neither gated nor recorded; an update
-    /// records instead of gating (`gated` false).
-    #[pyo3(signature = (passed_own, gated=true, path=None, line=None))]
+    /// records instead of gating (`gated` false). `message`: the whole failure message as the
+    /// test's report shows it (with the confirmation and the diagnosis), for the results file,
+    /// `memcheck check` and the annotation; `site`: the diagnosis's top site in the project.
+    #[pyo3(signature = (passed_own, gated=true, path=None, line=None, message=None, site=None))]
     fn to_json(
         &self,
         passed_own: bool,
         gated: bool,
         path: Option<String>,
         line: Option<u32>,
+        message: Option<String>,
+        site: Option<(String, u32)>,
     ) -> PyResult<String> {
         let mut r = self.result.clone();
         r.recordable = passed_own && r.disturbed.is_none();
         r.failed = passed_own && self.fails(gated);
         if !r.failed {
             r.message.clear();
+        } else if let Some(message) = message {
+            r.message = message;
         }
         r.location = path.map(|path| Location {
             path,
             line: line.unwrap_or(1),
         });
+        r.site = site
+            .filter(|_| r.failed)
+            .map(|(path, line)| Location { path, line });
         serde_json::to_string(&r).map_err(|e| Error::Meter(e.to_string()).into())
     }
 }
@@ -499,12 +508,14 @@ impl Session {
         Ok(document.write(&boundary, name)?)
     }
 
-    /// GitHub Actions output: (annotation lines, step summary Markdown).
-    fn github(&self, stale: Vec<String>, accept: &str) -> (Vec<String>, String) {
+    /// GitHub Actions output: (annotation lines, step summary Markdown). `prefix`: the project
+    /// root relative to the repository's (annotations name files from the repository's root).
+    #[pyo3(signature = (stale, accept, prefix=""))]
+    fn github(&self, stale: Vec<String>, accept: &str, prefix: &str) -> (Vec<String>, String) {
         let results = &self.inner.results;
         let totals = report::totals_line(results, stale.len());
         (
-            crate::github::annotations(results),
+            crate::github::annotations(results, prefix),
             crate::github::step_summary(results, &stale, &totals, accept),
         )
     }

@@ -202,6 +202,7 @@ mod tests {
             baseline: b,
             limits: Default::default(),
             location: None,
+            site: None,
             message: String::new(),
             checks: v.checks,
             recordable: true,

@@ -151,6 +151,7 @@ mod tests {
             baseline: None,
             limits: BTreeMap::new(),
             location: None,
+            site: None,
             message: String::new(),
             checks: vec![],
         }

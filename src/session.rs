@@ -32,7 +32,7 @@ pub struct MarkerRules {
     pub retained_origin: &'static str,
 }
 
-/// Where a test is defined, for annotations.
+/// A place in a file of the project: where a test is defined, or where it allocated.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Location {
     pub path: String,
@@ -56,6 +56,10 @@ pub struct TestResult {
     pub limits: BTreeMap<String, u64>,
     #[serde(default)]
     pub location: Option<Location>,
+    /// The top allocation site of a failing test's diagnosis, when it is a file of the project
+    /// (relative to the root like `location`): where the annotation points.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<Location>,
     /// The failure message, empty when the test passes the gate.
     #[serde(default)]
     pub message: String,
@@ -281,6 +285,7 @@ impl Session {
                 .map(|c| (c.metric.name().to_string(), c.limit()))
                 .collect(),
             location: None,
+            site: None,
             message: String::new(),
             checks: verdict.checks,
             recordable: disturbed.is_none(),
@@ -629,6 +634,7 @@ mod tests {
             baseline: None,
             limits: BTreeMap::new(),
             location: None,
+            site: None,
             message: String::new(),
             checks: vec![],
             recordable: true,

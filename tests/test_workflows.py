@@ -56,15 +56,25 @@ def test_zizmor_would_catch_an_injection(tmp_path):
     assert "template-injection" in result.stdout + result.stderr
 
 
+def run_scripts(text: str) -> list[str]:
+    """The `run:` scripts of an action: `run: |` blocks and one-line `run:` values."""
+    blocks = re.findall(r"run: \|\n((?:\s{8}.*\n|\n)+)", text)
+    return blocks + re.findall(r"run: ([^|\n].*)", text)
+
+
 def test_no_expression_inside_run_blocks_of_the_action():
     text = ACTION.read_text()
-    blocks = re.findall(r"run: \|\n((?:\s{8}.*\n|\n)+)", text)
-    assert blocks, "the action has run: blocks"
-    for block in blocks:
-        assert "${{" not in block, block
-    assert re.findall(r"uses: [^.\s][^@\s]*@([0-9a-f]+)", text) == [
-        "ea165f8d65b6e75b540449e92b4886f43607fa02"
+    scripts = run_scripts(text)
+    assert len(scripts) >= 4, "the action runs its steps"
+    for script in scripts:
+        assert "${{" not in script, script
+    assert sorted(re.findall(r"uses: [^.\s][^@\s]*@([0-9a-f]+)", text)) == [
+        "5a3ec84eff668545956fd18022155c47e93e2684",  # actions/cache v4.2.3
+        "ea165f8d65b6e75b540449e92b4886f43607fa02",  # actions/upload-artifact v4.6.2
     ], "actions are pinned to commit SHAs"
+    # Negative control: an expression in a one-line run: is found.
+    assert any("${{" in s for s in run_scripts("      run: echo ${{ inputs.x }}\n"))
+    assert any("${{" in s for s in run_scripts("      run: |\n        echo ${{ inputs.x }}\n"))
 
 
 WORKFLOWS = sorted((GITHUB / "workflows").glob("*.yml"))

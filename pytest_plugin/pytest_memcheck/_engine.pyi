@@ -40,7 +40,13 @@ class Verdict:
     over: list[str]
     def fails(self, gated: bool) -> bool: ...
     def to_json(
-        self, passed_own: bool, path: str | None = None, line: int | None = None
+        self,
+        passed_own: bool,
+        gated: bool = True,
+        path: str | None = None,
+        line: int | None = None,
+        message: str | None = None,
+        site: tuple[str, int] | None = None,
     ) -> str: ...
 
 class Session:
@@ -82,7 +88,7 @@ class Session:
     def ungated(self) -> tuple[str, bool] | None: ...
     def totals(self, stale: int) -> str: ...
     def write_json(self, path: str, stale: list[str], complete: bool) -> None: ...
-    def github(self, stale: list[str], accept: str) -> tuple[list[str], str]: ...
+    def github(self, stale: list[str], accept: str, prefix: str = "") -> tuple[list[str], str]: ...
 
 def measure(
     meter: str,

@@ -748,9 +748,15 @@ class Manager:
                     self.config.rootpath, set(verdict.over), judged.cycles
                 )
             report.longrepr = message
+        else:
+            message, diagnosis = None, None
         path, line, _ = item.location
-        # A JSON string: it crosses to the xdist controller as it is.
-        report.memcheck = verdict.to_json(own_pass, gated, path, (line or 0) + 1)
+        site = _project_site(diagnosis, verdict.over, self.config.rootpath)
+        # A JSON string: it crosses to the xdist controller as it is. The message as the report
+        # shows it (confirmation, diagnosis) goes into the results file and the annotation.
+        report.memcheck = verdict.to_json(
+            own_pass, gated, path, (line or 0) + 1, message and message.rstrip("\n"), site
+        )
         return report
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -851,7 +857,9 @@ class Manager:
             if json_path
             else "pytest --memcheck-update"
         )
-        annotations, summary = self.engine.github(self.stale, accept)
+        annotations, summary = self.engine.github(
+            self.stale, accept, _repository_prefix(self.config)
+        )
         self.annotations = annotations
         summary_path = os.environ.get("GITHUB_STEP_SUMMARY")
         if summary_path:
@@ -901,6 +909,36 @@ class Manager:
             tr.write_line(f"memcheck: {w}", red=True)
         for line in self.annotations:
             tr.write_line(line)
+
+
+def _project_site(diagnosis: Any, over: list[str], root: Path) -> tuple[str, int] | None:
+    """The top allocation site of a diagnosis that is a file of the project (under the root, not
+    an installed package), relative to the root: where an annotation points. Retained sites
+    first when retained memory is over its limit; only the sites of a metric over its limit."""
+    if diagnosis is None or diagnosis.error:
+        return None
+    for kind in sorted({"peak", "retained"} & set(over), reverse=True):
+        for site in getattr(diagnosis, f"{kind}_sites"):
+            try:
+                rel = Path(site.path).resolve().relative_to(root.resolve())
+            except (ValueError, OSError):
+                continue
+            if not {"site-packages", "dist-packages"} & set(rel.parts):
+                return rel.as_posix(), site.line
+    return None
+
+
+def _repository_prefix(config: pytest.Config) -> str:
+    """The project root relative to the repository checked out by GitHub Actions (annotations
+    name files from there), or "" when it is the same or not under it."""
+    workspace = os.environ.get("GITHUB_WORKSPACE")
+    if not workspace:
+        return ""
+    try:
+        rel = config.rootpath.resolve().relative_to(Path(workspace).resolve())
+    except (ValueError, OSError):
+        return ""
+    return "" if str(rel) == "." else rel.as_posix()
 
 
 MEASURE, MEASURE_AGAIN, CALL, DIAGNOSE = "measure", "measure again", "call", "diagnose"
