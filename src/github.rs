@@ -135,6 +135,7 @@ mod tests {
             failed: true,
             recordable: true,
             disturbed: None,
+            unstable: vec![],
             measured: Entry::default(),
             baseline: Some(Entry::default()),
             limits: Default::default(),

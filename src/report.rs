@@ -189,6 +189,7 @@ mod tests {
             retained: 0,
             allocations: 3,
             cycles: 0,
+            ..Entry::default()
         };
         let b = base.map(|p| Entry {
             peak: p,
@@ -206,6 +207,7 @@ mod tests {
             checks: v.checks,
             recordable: true,
             disturbed: None,
+            unstable: vec![],
             failed: v.outcome == Outcome::Over,
         }
     }

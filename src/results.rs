@@ -142,11 +142,13 @@ mod tests {
             failed,
             recordable: true,
             disturbed: None,
+            unstable: vec![],
             measured: Entry {
                 peak: 10,
                 retained: 1,
                 allocations: 2,
                 cycles: 0,
+                ..Entry::default()
             },
             baseline: None,
             limits: BTreeMap::new(),

@@ -10,7 +10,7 @@ use crate::baseline::{
 use crate::boundary::Boundary;
 use crate::config::{self, Settings};
 use crate::error::Result;
-use crate::gate::{fails, judge, Check, Outcome, Rules, Tolerance};
+use crate::gate::{fails, judge, Check, Metric, Outcome, Rules, Tolerance};
 use crate::sizes::{parse_percent, parse_size};
 
 use serde::{Deserialize, Serialize};
@@ -25,6 +25,9 @@ pub struct MarkerRules {
     pub gate_cycles: Option<bool>,
     /// False: retained is recorded but not compared with its baseline.
     pub gate_retained: Option<bool>,
+    /// What the gate does with a metric recorded with a spread: `gate` (the default: judge it
+    /// against the highest value recorded) or `skip` (record and report it, do not gate it).
+    pub unstable: Option<String>,
     /// Where the values came from, for error messages (`memcheck marker of tests/t.py::test_a`).
     pub origin: String,
     /// Which marker set the peak / retained limit, for the failure message.
@@ -62,6 +65,10 @@ pub struct TestResult {
     /// Why the measurement cannot be trusted (outcome `disturbed`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disturbed: Option<String>,
+    /// The metrics recorded with a spread (README, "Unstable tests"): by this update's
+    /// measurements, or in the baseline judged. Absent for a stable test.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unstable: Vec<String>,
     #[serde(skip)]
     pub checks: Vec<Check>,
 }
@@ -236,8 +243,24 @@ impl Session {
             retained_limit: size(&marks.retained, "retained")?.map(|l| (l, marks.retained_origin)),
             gate_cycles: marks.gate_cycles.unwrap_or(self.settings.gate_cycles),
             retained_ungated: marks.gate_retained == Some(false),
+            unstable_ungated: match marks.unstable.as_deref() {
+                None | Some("gate") => false,
+                Some("skip") => true,
+                Some(other) => {
+                    return Err(crate::error::Error::usage(
+                        origin("unstable"),
+                        format!("expected \"gate\" or \"skip\", got '{other}'"),
+                    ))
+                }
+            },
             strict: self.settings.strict,
         })
+    }
+
+    /// What an update records from the measurements of a test so far, and whether it wants
+    /// another (`spread::settle`, with the test's tolerance).
+    pub fn settle(&self, runs: &[Entry], marks: &MarkerRules) -> Result<(Entry, bool)> {
+        Ok(crate::spread::settle(runs, &self.rules(marks)?))
     }
 
     /// Check marker values without judging anything (at collection, so errors come early).
@@ -269,6 +292,14 @@ impl Session {
                 &rules,
             ),
         };
+        let unstable = [Metric::Peak, Metric::Retained]
+            .into_iter()
+            .filter(|m| {
+                m.max_of(&measured).is_some()
+                    || found.is_some_and(|(b, same_env)| same_env && m.max_of(&b).is_some())
+            })
+            .map(|m| m.name().to_string())
+            .collect();
         let mut result = TestResult {
             nodeid: nodeid.to_string(),
             failed: fails(verdict.outcome, rules.strict),
@@ -285,6 +316,7 @@ impl Session {
             checks: verdict.checks,
             recordable: disturbed.is_none(),
             disturbed,
+            unstable,
         };
         if result.failed {
             result.message = crate::report::failure_message(&result, update_hint);
@@ -413,9 +445,9 @@ impl Session {
                 let key = split_nodeid(&r.nodeid).1.to_string();
                 let keep = match file.entries.get(&key) {
                     Some(old) => {
+                        // Stable entries: within tolerance both ways, peak and retained.
                         mode == UpdateMode::Changed
-                            && tolerance.holds(old.peak, r.measured.peak)
-                            && tolerance.holds(old.retained, r.measured.retained)
+                            && crate::spread::covers(old, &r.measured, &tolerance)
                             && (!self.settings.gate_cycles || old.cycles == r.measured.cycles)
                     }
                     None => false,
@@ -469,6 +501,7 @@ mod tests {
             retained: 0,
             allocations: 1,
             cycles: 0,
+            ..Entry::default()
         }
     }
 
@@ -633,6 +666,7 @@ mod tests {
             checks: vec![],
             recordable: true,
             disturbed: None,
+            unstable: vec![],
             failed: false,
         });
         assert!(s
