@@ -573,13 +573,18 @@ mod tests {
             "{e}"
         );
         let bad = text.replace("retained_max = 100", "retained_max = 0");
-        assert!(BaselineFile::parse(&bad, Path::new("x.toml")).is_ok(), "equal is fine");
+        assert!(
+            BaselineFile::parse(&bad, Path::new("x.toml")).is_ok(),
+            "equal is fine"
+        );
         let bad = text
             .replace("retained = 0", "retained = 200")
             .replace("peak_max = 9000\n", "");
         let e = parse_err(&bad);
         assert!(
-            e.starts_with("b/t.toml:19:1: test 'test_b': retained_max = 100 is below retained = 200"),
+            e.starts_with(
+                "b/t.toml:19:1: test 'test_b': retained_max = 100 is below retained = 200"
+            ),
             "{e}"
         );
         let e = parse_err(&text.replace("peak_max = 9000", "peak_max = -1"));

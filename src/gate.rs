@@ -163,7 +163,10 @@ pub enum Budget {
         high: u64,
         tolerance: Tolerance,
     },
-    Absolute { limit: u64, origin: &'static str },
+    Absolute {
+        limit: u64,
+        origin: &'static str,
+    },
 }
 
 /// One metric's judgement.

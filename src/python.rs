@@ -530,6 +530,11 @@ impl Session {
         report::disturbed_lines(&self.inner.results)
     }
 
+    /// One line per unstable test: its spread, and what the gate does with it.
+    fn unstable(&self) -> Vec<String> {
+        report::unstable_lines(&self.inner.results)
+    }
+
     /// (message, no test gated at all) when tests went ungated for another environment's baselines.
     fn ungated(&self) -> Option<(String, bool)> {
         report::ungated(&self.inner.results, &self.inner.env.to_string())

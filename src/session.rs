@@ -780,6 +780,104 @@ mod tests {
     }
 
     #[test]
+    fn an_update_writes_a_spread_only_when_it_is_not_covered() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = "t/test_a.py::test_x";
+        let cov = complete(&[id]);
+        run(dir.path(), &[(id, 1 << 20)], &cov, UpdateMode::Changed);
+        let path = dir.path().join("t/test_a.toml");
+        let stable = fs::read_to_string(&path).unwrap();
+        let record = |measured: Entry| {
+            let mut s = session(dir.path());
+            let r = s
+                .judge(id, measured, None, &MarkerRules::default(), "")
+                .unwrap();
+            let unstable = r.unstable.clone();
+            s.record(r);
+            (s.update(UpdateMode::Changed, &cov).unwrap(), unstable)
+        };
+        // A spread within the stable entry's tolerance: nothing churns.
+        let narrow = Entry {
+            peak_max: Some((1 << 20) + 1000),
+            ..entry(1 << 20)
+        };
+        let (ch, unstable) = record(narrow);
+        assert!(ch.is_empty() && unstable == ["peak"], "{ch:?}");
+        assert_eq!(fs::read_to_string(&path).unwrap(), stable);
+        // A spread beyond it is written, beside peak.
+        let wide = Entry {
+            peak_max: Some(3 << 20),
+            ..entry(1 << 20)
+        };
+        let (ch, _) = record(wide);
+        assert_eq!(ch[0].written, 1);
+        let text = fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text,
+            stable.replace("peak = 1048576\n", "peak = 1048576\npeak_max = 3145728\n")
+        );
+        // A later stable measurement inside the spread leaves it; the gate reports it unstable.
+        let (ch, unstable) = record(entry(2 << 20));
+        assert!(ch.is_empty() && unstable == ["peak"], "{ch:?}");
+        let mut s = session(dir.path());
+        let r = s
+            .judge(id, entry(3 << 20), None, &MarkerRules::default(), "")
+            .unwrap();
+        assert_eq!((r.outcome, r.limits["peak"]), (Outcome::Ok, 3_525_836));
+        let r = s
+            .judge(id, entry(3_525_837), None, &MarkerRules::default(), "")
+            .unwrap();
+        assert_eq!(r.outcome, Outcome::Over);
+        assert!(
+            r.message
+                .contains("unstable: its update measured 1.00 MiB to 3.00 MiB"),
+            "{}",
+            r.message
+        );
+        // unstable="skip": not gated; anything else is refused, naming the marker.
+        let skip = MarkerRules {
+            unstable: Some("skip".into()),
+            origin: "memcheck marker of t/test_a.py::test_x".into(),
+            ..MarkerRules::default()
+        };
+        let r = s.judge(id, entry(1 << 30), None, &skip, "").unwrap();
+        assert_eq!(r.outcome, Outcome::Ok);
+        let bad = MarkerRules {
+            unstable: Some("widen".into()),
+            ..skip
+        };
+        let e = s
+            .judge(id, entry(1), None, &bad, "")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "memcheck marker of t/test_a.py::test_x unstable=: expected \"gate\" or \"skip\", got 'widen'"
+        );
+        // --memcheck-update=all records what was measured: stable again, no spread.
+        let mut s = session(dir.path());
+        let r = s
+            .judge(id, entry(1 << 20), None, &MarkerRules::default(), "")
+            .unwrap();
+        s.record(r);
+        s.update(UpdateMode::All, &cov).unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), stable);
+    }
+
+    #[test]
+    fn settle_uses_the_tests_own_tolerance() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = session(dir.path());
+        let runs = [entry(1 << 20), entry(2 << 20)];
+        assert!(s.settle(&runs, &MarkerRules::default()).unwrap().1);
+        let loose = MarkerRules {
+            tolerance: Some("150%".into()),
+            ..MarkerRules::default()
+        };
+        assert!(!s.settle(&runs, &loose).unwrap().1);
+    }
+
+    #[test]
     fn marker_values_are_checked_with_their_origin() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = session(dir.path());

@@ -80,7 +80,12 @@ pub fn settle(runs: &[Entry], rules: &Rules) -> (Entry, bool) {
 pub fn covers(old: &Entry, new: &Entry, t: &Tolerance) -> bool {
     [
         (old.peak, old.peak_max, new.peak, new.peak_max),
-        (old.retained, old.retained_max, new.retained, new.retained_max),
+        (
+            old.retained,
+            old.retained_max,
+            new.retained,
+            new.retained_max,
+        ),
     ]
     .into_iter()
     .all(|(low, high, new_low, new_high)| {
@@ -137,7 +142,13 @@ mod tests {
     #[test]
     fn a_first_run_with_one_time_costs_is_warming_up_not_unstable() {
         let rules = Rules::default();
-        let runs = [e(4 * MIB, 2 * MIB), e(MIB, 0), e(MIB, 0), e(MIB + 1, 0), e(MIB, 0)];
+        let runs = [
+            e(4 * MIB, 2 * MIB),
+            e(MIB, 0),
+            e(MIB, 0),
+            e(MIB + 1, 0),
+            e(MIB, 0),
+        ];
         let (entry, more) = settle(&runs, &rules);
         assert!(!more);
         // Exactly what two measurements give today: the smaller of the first two.
