@@ -86,9 +86,12 @@ pub fn step_summary(
                 r.outcome.name(),
                 markdown(&r.nodeid),
                 format_size(r.measured.peak),
-                delta(r.measured.peak, b.map(|b| b.peak)),
+                delta(r.measured.peak, b.map(|b| b.peak_max.unwrap_or(b.peak))),
                 format_size(r.measured.retained),
-                delta(r.measured.retained, b.map(|b| b.retained)),
+                delta(
+                    r.measured.retained,
+                    b.map(|b| b.retained_max.unwrap_or(b.retained))
+                ),
             )
         });
         for (written, row) in test_rows.chain(stale_rows).enumerate() {

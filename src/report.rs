@@ -89,9 +89,15 @@ pub fn summary_table(results: &[TestResult], stale: &[String], verbose: bool) ->
             Cell::new(r.outcome.name()),
             Cell::new(terminal(&r.nodeid)),
             Cell::new(format_size(r.measured.peak)),
-            Cell::new(delta(r.measured.peak, base.map(|b| b.peak))),
+            Cell::new(delta(
+                r.measured.peak,
+                base.map(|b| b.peak_max.unwrap_or(b.peak)),
+            )),
             Cell::new(format_size(r.measured.retained)),
-            Cell::new(delta(r.measured.retained, base.map(|b| b.retained))),
+            Cell::new(delta(
+                r.measured.retained,
+                base.map(|b| b.retained_max.unwrap_or(b.retained)),
+            )),
             Cell::new(r.measured.allocations),
         ]);
     }
@@ -150,9 +156,11 @@ pub fn unstable_lines(results: &[TestResult]) -> Vec<String> {
                         format_size(high)
                     );
                     if !measured {
-                        match r.checks.iter().find(|c| c.metric == m) {
-                            Some(c) => range
-                                .push_str(&format!(" (passes up to {})", format_size(c.limit()))),
+                        // `limits`, not `checks`: results from xdist workers carry only it.
+                        match r.limits.get(m.name()) {
+                            Some(limit) => {
+                                range.push_str(&format!(" (passes up to {})", format_size(*limit)))
+                            }
                             None => range.push_str(" (not gated)"),
                         }
                     }
@@ -328,7 +336,12 @@ mod tests {
                 outcome: v.outcome,
                 measured,
                 baseline: Some(base),
-                checks: v.checks,
+                limits: v
+                    .checks
+                    .iter()
+                    .map(|c| (c.metric.name().to_string(), c.limit()))
+                    .collect(),
+                checks: vec![],
                 unstable: vec!["peak".into()],
                 ..result("t.py::gated", 0, None)
             }
