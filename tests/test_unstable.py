@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -271,7 +273,7 @@ def test_no_more_measurements_than_the_timeout_leaves(project, monkeypatch):
     result.stdout.fnmatch_lines(
         [
             "*test_noisy.py::test_noisy: its measurements differ by more than the tolerance; no "
-            "more of them: its first run took 0.4* s and 0.* s of its 1.5 s timeout are left; "
+            "more of them: its first run took * s and * s of its 1.5 s timeout are left; "
             "recorded from the 2 taken*"
         ]
     )
@@ -299,3 +301,33 @@ def test_a_test_that_cannot_run_more_keeps_what_was_measured(project, monkeypatc
         ]
     )
     assert project.baselines("test_noisy.toml")["test_noisy"]["peak_max"] >= 3 * MIB
+
+
+def memcheck(cwd, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest_memcheck.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_memcheck_update_from_results_writes_the_spread(project, monkeypatch):
+    record(project, monkeypatch, "--memcheck-json=update.json")
+    recorded = project.text("test_noisy.toml")
+    (project.path / "baselines" / "test_noisy.toml").unlink()
+    done = memcheck(project.path, "update", "--from", "update.json")
+    assert done.returncode == 0, done.stderr
+    assert project.text("test_noisy.toml") == recorded
+    # A crafted results file with a spread upside down is refused, nothing written.
+    update = json.loads((project.path / "update.json").read_text())
+    noisy = next(t for t in update["tests"] if t["nodeid"].endswith("::test_noisy"))
+    noisy["measured"]["peak_max"] = 1
+    (project.path / "bad.json").write_text(json.dumps(update, indent=2))
+    (project.path / "baselines" / "test_noisy.toml").unlink()
+    done = memcheck(project.path, "update", "--from", "bad.json")
+    assert done.returncode == 2
+    assert "bad.json:" in done.stderr
+    assert "test 'test_noisy.py::test_noisy', measured: peak_max = 1 is below peak" in done.stderr
+    assert not (project.path / "baselines" / "test_noisy.toml").exists()
