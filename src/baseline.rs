@@ -15,6 +15,10 @@
 //! retained = 0
 //! ```
 //!
+//! A test whose measurements differed by more than its tolerance when it was recorded (README,
+//! "Unstable tests") also has `peak_max` and/or `retained_max`: the highest value observed, with
+//! `peak`/`retained` the lowest. A stable test has neither key, so its table is what it always was.
+//!
 //! A run in an interpreter mode that can change the figures adds `mode` to the header, e.g.
 //! `mode = "dev"` under `python -X dev` (see [`Environment::mode`]); a normal run writes no `mode`
 //! key, so files recorded before the key existed stay byte-identical.
@@ -80,6 +84,35 @@ pub struct Entry {
     pub allocations: u64,
     #[serde(default)]
     pub cycles: u64,
+    /// The highest peak an update observed, when its measurements differed by more than the
+    /// tolerance (an unstable test; `peak` is then the lowest). None for a stable test.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_max: Option<u64>,
+    /// As `peak_max`, for retained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retained_max: Option<u64>,
+}
+
+impl Entry {
+    /// Whether an update recorded a spread for this test (README, "Unstable tests").
+    pub fn unstable(&self) -> bool {
+        self.peak_max.is_some() || self.retained_max.is_some()
+    }
+
+    /// What is wrong with a hand-edited spread: a highest value below the lowest.
+    pub fn spread_error(&self) -> Option<String> {
+        for (name, low, high) in [
+            ("peak", self.peak, self.peak_max),
+            ("retained", self.retained, self.retained_max),
+        ] {
+            if let Some(high) = high.filter(|h| *h < low) {
+                return Some(format!(
+                    "{name}_max = {high} is below {name} = {low}: {name} is the lowest value an update measured and {name}_max the highest; re-record the test with pytest --memcheck-update"
+                ));
+            }
+        }
+        None
+    }
 }
 
 #[derive(Deserialize)]
@@ -105,6 +138,8 @@ pub struct BaselineFile {
 struct RawFile {
     header: Option<Header>,
     entries: BTreeMap<String, Entry>,
+    /// Where each test's table starts in the text, for errors found after parsing.
+    spans: BTreeMap<String, std::ops::Range<usize>>,
 }
 
 impl<'de> Deserialize<'de> for RawFile {
@@ -122,13 +157,15 @@ impl<'de> Deserialize<'de> for RawFile {
                 let mut raw = RawFile {
                     header: None,
                     entries: BTreeMap::new(),
+                    spans: BTreeMap::new(),
                 };
                 while let Some(key) = map.next_key::<String>()? {
                     if key == HEADER {
                         raw.header = Some(map.next_value()?);
                     } else {
-                        let entry: Entry = map.next_value()?;
-                        raw.entries.insert(key, entry);
+                        let entry: toml::Spanned<Entry> = map.next_value()?;
+                        raw.spans.insert(key.clone(), entry.span());
+                        raw.entries.insert(key, entry.into_inner());
                     }
                 }
                 Ok(raw)
@@ -163,6 +200,35 @@ impl BaselineFile {
                     header.format
                 ),
             ));
+        }
+        for (key, entry) in &raw.entries {
+            if let Some(why) = entry.spread_error() {
+                // At the offending key when it can be found in the test's table.
+                let span = raw.spans.get(key).cloned().unwrap_or(0..text.len());
+                let name = if why.starts_with("peak") {
+                    "peak_max"
+                } else {
+                    "retained_max"
+                };
+                // The span of a table is its header: its keys run to the next table.
+                let start = span.start;
+                let rest = text.get(start..).unwrap_or_default();
+                let table = rest
+                    .get(1..)
+                    .and_then(|r| r.find("\n["))
+                    .map_or(rest, |end| &rest[..end + 1]);
+                let offset = table
+                    .match_indices(name)
+                    .map(|(i, _)| start + i)
+                    .find(|&i| i == 0 || text.as_bytes()[i - 1] == b'\n')
+                    .unwrap_or(start);
+                return Err(Error::at_offset(
+                    path,
+                    text,
+                    offset,
+                    format!("test '{key}': {why}"),
+                ));
+            }
         }
         Ok(BaselineFile {
             env: Environment {
@@ -209,7 +275,13 @@ impl BaselineFile {
             let _ = writeln!(out, "allocations = {}", e.allocations);
             let _ = writeln!(out, "cycles = {}", e.cycles);
             let _ = writeln!(out, "peak = {}", e.peak);
+            if let Some(max) = e.peak_max {
+                let _ = writeln!(out, "peak_max = {max}");
+            }
             let _ = writeln!(out, "retained = {}", e.retained);
+            if let Some(max) = e.retained_max {
+                let _ = writeln!(out, "retained_max = {max}");
+            }
         }
         out
     }
@@ -364,6 +436,7 @@ mod tests {
             retained: 0,
             allocations: 12,
             cycles: 0,
+            ..Entry::default()
         };
         f.entries.insert("test_b".into(), e);
         f.entries
@@ -469,6 +542,56 @@ mod tests {
     }
 
     #[test]
+    fn a_spread_is_written_only_for_unstable_tests_and_checked_on_reading() {
+        // Stable: the text of files written before spreads existed, byte for byte.
+        let stable = sample().render();
+        assert!(!stable.contains("_max"), "{stable}");
+        let mut f = sample();
+        f.entries.get_mut("test_b").unwrap().peak_max = Some(9000);
+        f.entries.get_mut("test_b").unwrap().retained_max = Some(100);
+        let text = f.render();
+        assert!(
+            text.ends_with("\n[test_b]\nallocations = 12\ncycles = 0\npeak = 4096\npeak_max = 9000\nretained = 0\nretained_max = 100\n"),
+            "{text}"
+        );
+        assert_eq!(
+            text.replace("peak_max = 9000\n", "")
+                .replace("retained_max = 100\n", ""),
+            stable,
+            "only the two keys are added"
+        );
+        let back = BaselineFile::parse(&text, Path::new("x.toml")).unwrap();
+        assert_eq!(back, f);
+        assert_eq!(back.render(), text);
+        assert!(back.entries["test_b"].unstable());
+        assert!(!back.entries["TestIO::test_read[utf-8]"].unstable());
+        // A highest value below the lowest: an error at its line, the file's name first.
+        let bad = text.replace("peak_max = 9000", "peak_max = 4095");
+        let e = parse_err(&bad);
+        assert!(
+            e.starts_with("b/t.toml:18:1: test 'test_b': peak_max = 4095 is below peak = 4096"),
+            "{e}"
+        );
+        let bad = text.replace("retained_max = 100", "retained_max = 0");
+        assert!(
+            BaselineFile::parse(&bad, Path::new("x.toml")).is_ok(),
+            "equal is fine"
+        );
+        let bad = text
+            .replace("retained = 0", "retained = 200")
+            .replace("peak_max = 9000\n", "");
+        let e = parse_err(&bad);
+        assert!(
+            e.starts_with(
+                "b/t.toml:19:1: test 'test_b': retained_max = 100 is below retained = 200"
+            ),
+            "{e}"
+        );
+        let e = parse_err(&text.replace("peak_max = 9000", "peak_max = -1"));
+        assert!(e.starts_with("b/t.toml:18:"), "{e}");
+    }
+
+    #[test]
     fn non_utf8_is_reported_with_position() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.toml");
@@ -504,10 +627,11 @@ mod tests {
 
     proptest! {
         #[test]
-        fn any_node_id_round_trips(keys in proptest::collection::vec("\\PC*|[\\x00-\\x1f\"'\\\\\\[\\]:]{0,12}", 1..6), peak in 0u64..(i64::MAX as u64)) {
+        fn any_node_id_round_trips(keys in proptest::collection::vec("\\PC*|[\\x00-\\x1f\"'\\\\\\[\\]:]{0,12}", 1..6), peak in 0u64..(i64::MAX as u64), spread in any::<bool>()) {
             let mut f = BaselineFile::new(env());
             for k in keys.iter().filter(|k| k.as_str() != HEADER) {
-                f.entries.insert(k.clone(), Entry { peak, retained: peak / 2, allocations: 3, cycles: 1 });
+                let peak_max = spread.then_some(peak.saturating_add(peak / 3).min(i64::MAX as u64));
+                f.entries.insert(k.clone(), Entry { peak, retained: peak / 2, allocations: 3, cycles: 1, peak_max, retained_max: None });
             }
             let text = f.render();
             let back = BaselineFile::parse(&text, Path::new("p.toml")).unwrap();

@@ -216,13 +216,20 @@ fn entry() -> impl Strategy<Value = Entry> {
         0..=i64::MAX as u64,
         0..1000u64,
         0..10u64,
+        // An unstable test's spread: the highest value at or above the lowest.
+        prop::option::of(0..=i64::MAX as u64),
+        prop::option::of(0..=i64::MAX as u64),
     )
-        .prop_map(|(peak, retained, allocations, cycles)| Entry {
-            peak,
-            retained,
-            allocations,
-            cycles,
-        })
+        .prop_map(
+            |(peak, retained, allocations, cycles, peak_max, retained_max)| Entry {
+                peak,
+                retained,
+                allocations,
+                cycles,
+                peak_max: peak_max.map(|m| m.max(peak)),
+                retained_max: retained_max.map(|m| m.max(retained)),
+            },
+        )
 }
 
 fn valid_baseline() -> impl Strategy<Value = BaselineFile> {
@@ -295,6 +302,7 @@ fn valid_results() -> impl Strategy<Value = Results> {
             failed,
             recordable: true,
             disturbed: None,
+            unstable: vec![],
             measured,
             baseline: None,
             limits: Default::default(),
@@ -604,6 +612,7 @@ mod links {
                             failed: false,
                             recordable: true,
                             disturbed: None,
+                            unstable: vec![],
                             measured: Entry {
                                 peak: i as u64,
                                 ..Entry::default()

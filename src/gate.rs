@@ -66,6 +66,15 @@ impl Metric {
         }
     }
 
+    /// The highest value an update observed for an unstable test (README, "Unstable tests").
+    pub fn max_of(self, e: &Entry) -> Option<u64> {
+        match self {
+            Metric::Peak => e.peak_max,
+            Metric::Retained => e.retained_max,
+            Metric::Cycles => None,
+        }
+    }
+
     /// Bytes are shown as sizes, cycles as object counts.
     pub fn show(self, v: u64) -> String {
         match self {
@@ -143,8 +152,21 @@ impl fmt::Display for Outcome {
 /// What a test is judged against, per metric: a baseline with a tolerance, or an absolute limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Budget {
-    Relative { baseline: u64, tolerance: Tolerance },
-    Absolute { limit: u64, origin: &'static str },
+    Relative {
+        baseline: u64,
+        tolerance: Tolerance,
+    },
+    /// An unstable test's baseline: the lowest and highest values its update observed. The limit
+    /// is built on the highest; an improvement is below the lowest.
+    Spread {
+        low: u64,
+        high: u64,
+        tolerance: Tolerance,
+    },
+    Absolute {
+        limit: u64,
+        origin: &'static str,
+    },
 }
 
 /// One metric's judgement.
@@ -162,13 +184,18 @@ impl Check {
                 baseline,
                 tolerance,
             } => tolerance.limit(baseline),
+            Budget::Spread {
+                high, tolerance, ..
+            } => tolerance.limit(high),
             Budget::Absolute { limit, .. } => limit,
         }
     }
 
+    /// The baseline value the limit is built on (for a spread, its highest value).
     pub fn baseline(&self) -> Option<u64> {
         match self.budget {
             Budget::Relative { baseline, .. } => Some(baseline),
+            Budget::Spread { high, .. } => Some(high),
             Budget::Absolute { .. } => None,
         }
     }
@@ -184,6 +211,9 @@ impl Check {
                 tolerance,
             } => tolerance
                 .improved_below(baseline)
+                .is_some_and(|b| self.measured < b),
+            Budget::Spread { low, tolerance, .. } => tolerance
+                .improved_below(low)
                 .is_some_and(|b| self.measured < b),
             Budget::Absolute { .. } => false,
         }
@@ -214,6 +244,27 @@ impl Check {
                     m.show(baseline),
                     tolerance.relative,
                     m.show(tolerance.floor),
+                    m.show_delta(delta),
+                )
+            }
+            Budget::Spread {
+                low,
+                high,
+                tolerance,
+            } => {
+                let delta = self.measured as i128 - high as i128;
+                let pct = if high == 0 {
+                    "from zero".to_string()
+                } else {
+                    format!("{:+.1}%", delta as f64 * 100.0 / high as f64)
+                };
+                format!(
+                    "{head} = highest recorded {} × (1 + {}) + floor {}; unstable: its update measured {} to {}; change {pct} over the highest, {}",
+                    m.show(high),
+                    tolerance.relative,
+                    m.show(tolerance.floor),
+                    m.show(low),
+                    m.show(high),
                     m.show_delta(delta),
                 )
             }
@@ -248,6 +299,9 @@ pub struct Rules {
     /// Retained memory is recorded but not compared with its baseline (an absolute retained limit
     /// still applies): for tests whose retained memory is a library's cache, like Hypothesis's.
     pub retained_ungated: bool,
+    /// A metric recorded with a spread (an unstable test) is not compared with its baseline
+    /// (`@pytest.mark.memcheck(unstable="skip")`); absolute limits still apply.
+    pub unstable_ungated: bool,
     pub strict: bool,
 }
 
@@ -274,13 +328,22 @@ pub fn judge(
         } else if metric == Metric::Retained && rules.retained_ungated {
             continue;
         } else if let (Some(b), true) = (baseline, env_matches) {
-            checks.push(Check {
-                metric,
-                measured: metric.of(measured),
-                budget: Budget::Relative {
+            let budget = match metric.max_of(b) {
+                Some(_) if rules.unstable_ungated => continue,
+                Some(high) => Budget::Spread {
+                    low: metric.of(b),
+                    high,
+                    tolerance,
+                },
+                None => Budget::Relative {
                     baseline: metric.of(b),
                     tolerance,
                 },
+            };
+            checks.push(Check {
+                metric,
+                measured: metric.of(measured),
+                budget,
             });
         }
     }
@@ -470,6 +533,66 @@ mod tests {
             msg,
             "peak 2.00 MiB (2097152 B) is over its limit 1.16 MiB (1218969 B) = baseline 1.00 MiB × (1 + 10%) + floor 64.0 KiB; change +100.0%, +1.00 MiB (+1048576 B)"
         );
+    }
+
+    #[test]
+    fn an_unstable_baseline_is_judged_against_its_highest_value() {
+        let t = Tolerance {
+            relative: Percent::from_percent(10),
+            floor: 100,
+        };
+        let rules = Rules {
+            tolerance: Some(t),
+            ..Rules::default()
+        };
+        let base = Entry {
+            peak_max: Some(3000),
+            ..entry(1000, 0)
+        };
+        // limit = 3000 + 300 + 100 = 3400: 3400 passes, 3401 fails.
+        let v = judge(&entry(3400, 0), Some(&base), true, &rules);
+        assert_eq!(v.outcome, Outcome::Ok);
+        assert_eq!(v.checks[0].limit(), 3400);
+        let v = judge(&entry(3401, 0), Some(&base), true, &rules);
+        assert_eq!(v.outcome, Outcome::Over);
+        assert_eq!(
+            v.failing().next().unwrap().explain(),
+            "peak 3.32 KiB (3401 B) is over its limit 3.32 KiB (3400 B) = highest recorded 2.93 KiB × (1 + 10%) + floor 100 B; unstable: its update measured 1000 B to 2.93 KiB; change +13.4% over the highest, +401 B (+401 B)"
+        );
+        // Improved is below the lowest: 1000 - 100 - 100 = 800.
+        assert_eq!(
+            judge(&entry(800, 0), Some(&base), true, &rules).outcome,
+            Outcome::Ok
+        );
+        assert_eq!(
+            judge(&entry(799, 0), Some(&base), true, &rules).outcome,
+            Outcome::Improved
+        );
+        // Negative control: the same value against a stable baseline fails.
+        assert_eq!(
+            judge(&entry(3400, 0), Some(&entry(1000, 0)), true, &rules).outcome,
+            Outcome::Over
+        );
+        // unstable="skip": the unstable metric is not gated; a stable one and absolute limits are.
+        let skip = Rules {
+            unstable_ungated: true,
+            ..rules.clone()
+        };
+        let v = judge(&entry(1 << 30, 0), Some(&base), true, &skip);
+        assert_eq!(v.outcome, Outcome::Ok);
+        assert!(v.checks.iter().all(|c| c.metric != Metric::Peak));
+        let v = judge(&entry(0, 5000), Some(&base), true, &skip);
+        assert_eq!(v.outcome, Outcome::Over, "retained is stable: gated");
+        let v = judge(
+            &entry(1 << 30, 0),
+            Some(&base),
+            true,
+            &Rules {
+                peak_limit: Some((1 << 20, "the memcheck marker")),
+                ..skip
+            },
+        );
+        assert_eq!(v.outcome, Outcome::Over, "absolute limits still apply");
     }
 
     #[test]

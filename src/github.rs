@@ -104,9 +104,12 @@ pub fn step_summary(
                 r.outcome.name(),
                 markdown(&r.nodeid),
                 format_size(r.measured.peak),
-                delta(r.measured.peak, b.map(|b| b.peak)),
+                delta(r.measured.peak, b.map(|b| b.peak_max.unwrap_or(b.peak))),
                 format_size(r.measured.retained),
-                delta(r.measured.retained, b.map(|b| b.retained)),
+                delta(
+                    r.measured.retained,
+                    b.map(|b| b.retained_max.unwrap_or(b.retained))
+                ),
             )
         });
         for (written, row) in test_rows.chain(stale_rows).enumerate() {
@@ -136,6 +139,20 @@ pub fn step_summary(
             out.push_str(&line);
         }
     }
+    let unstable = crate::report::unstable_lines(results);
+    if !unstable.is_empty() {
+        out.push_str("\nUnstable: their measurements differed by more than the tolerance when recorded, and the gate judges them against the highest value recorded (README, \"Unstable tests\"):\n\n");
+        for line in unstable {
+            let line = format!(
+                "- {}\n",
+                markdown(line.strip_prefix("unstable: ").unwrap_or(&line))
+            );
+            if out.len() + line.len() + footer.len() + 200 > MAX_SUMMARY {
+                break;
+            }
+            out.push_str(&line);
+        }
+    }
     out.push_str(&footer);
     out
 }
@@ -153,6 +170,7 @@ mod tests {
             failed: true,
             recordable: true,
             disturbed: None,
+            unstable: vec![],
             measured: Entry::default(),
             baseline: Some(Entry::default()),
             limits: Default::default(),
@@ -229,6 +247,25 @@ mod tests {
         let s = step_summary(&many, &[], "t", "a");
         assert!(s.len() < MAX_SUMMARY, "{}", s.len());
         assert!(s.contains("more rows left out"));
+    }
+
+    #[test]
+    fn unstable_tests_are_listed_in_the_summary() {
+        let mut r = failed("t.py::t[<b>|x]", "");
+        r.outcome = Outcome::Ok;
+        r.failed = false;
+        let plain = step_summary(&[r.clone()], &[], "1 measured: 1 ok", "a");
+        assert!(!plain.contains("Unstable"), "{plain}");
+        r.measured.peak_max = Some(4096);
+        r.unstable = vec!["peak".into()];
+        let s = step_summary(&[r], &[], "1 measured: 1 ok; 1 unstable", "a");
+        assert!(s.contains("1 ok; 1 unstable"), "{s}");
+        assert!(
+            s.contains(
+                "\n- t.py::t\\[&lt;b&gt;\\|x\\]: peak 0 B to 4.00 KiB; measured by this update"
+            ),
+            "{s}"
+        );
     }
 
     /// The table rows of a summary, as cells split at unescaped pipes.

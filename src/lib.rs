@@ -19,6 +19,7 @@ pub mod report;
 pub mod results;
 pub mod session;
 pub mod sizes;
+pub mod spread;
 
 use pyo3::prelude::*;
 

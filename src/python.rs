@@ -30,18 +30,25 @@ pub struct Measurement {
     /// Why the numbers cannot be trusted, or None.
     #[pyo3(get)]
     disturbed: Option<String>,
+    /// The highest values of an unstable test's measurements (`Session.settle`), or None.
+    #[pyo3(get)]
+    peak_max: Option<u64>,
+    #[pyo3(get)]
+    retained_max: Option<u64>,
 }
 
 #[pymethods]
 impl Measurement {
     #[new]
-    #[pyo3(signature = (peak, retained, allocations=0, cycles=0, disturbed=None))]
+    #[pyo3(signature = (peak, retained, allocations=0, cycles=0, disturbed=None, *, peak_max=None, retained_max=None))]
     fn new(
         peak: u64,
         retained: u64,
         allocations: u64,
         cycles: u64,
         disturbed: Option<String>,
+        peak_max: Option<u64>,
+        retained_max: Option<u64>,
     ) -> Self {
         Measurement {
             peak,
@@ -49,6 +56,8 @@ impl Measurement {
             allocations,
             cycles,
             disturbed,
+            peak_max,
+            retained_max,
         }
     }
 
@@ -67,12 +76,21 @@ impl Measurement {
             allocations: self.allocations.min(other.allocations),
             cycles: self.cycles.min(other.cycles),
             disturbed: self.disturbed.clone().or_else(|| other.disturbed.clone()),
+            peak_max: None,
+            retained_max: None,
         }
     }
 
     fn __repr__(&self) -> String {
+        let mut spread = String::new();
+        if let Some(m) = self.peak_max {
+            spread.push_str(&format!(", peak_max={m}"));
+        }
+        if let Some(m) = self.retained_max {
+            spread.push_str(&format!(", retained_max={m}"));
+        }
         format!(
-            "Measurement(peak={}, retained={}, allocations={}, cycles={}, disturbed={:?})",
+            "Measurement(peak={}, retained={}, allocations={}, cycles={}, disturbed={:?}{spread})",
             self.peak, self.retained, self.allocations, self.cycles, self.disturbed
         )
     }
@@ -85,6 +103,8 @@ impl Measurement {
             retained: self.retained,
             allocations: self.allocations,
             cycles: self.cycles,
+            peak_max: self.peak_max,
+            retained_max: self.retained_max,
         }
     }
 }
@@ -97,6 +117,8 @@ impl From<meter::Measurement> for Measurement {
             allocations: m.allocations,
             cycles: m.cycles,
             disturbed: m.disturbed,
+            peak_max: None,
+            retained_max: None,
         }
     }
 }
@@ -297,6 +319,7 @@ fn marker_rules(d: Option<&Bound<'_, PyDict>>) -> PyResult<MarkerRules> {
     };
     rules.gate_cycles = flag("gate_cycles")?;
     rules.gate_retained = flag("gate_retained")?;
+    rules.unstable = text("unstable")?;
     let source = |key: &str| -> PyResult<&'static str> {
         Ok(match text(key)?.as_deref() {
             Some("limit_memory") => "limit_memory",
@@ -436,6 +459,32 @@ impl Session {
         })
     }
 
+    /// What an update records from the measurements of a test so far (in the order taken) and
+    /// whether it wants another: (the measurement to judge and record, more wanted). See
+    /// `spread.rs`; a test whose first two measurements agree gets their smaller values.
+    #[pyo3(signature = (runs, rules=None))]
+    fn settle(
+        &self,
+        runs: Vec<PyRef<'_, Measurement>>,
+        rules: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<(Measurement, bool)> {
+        let entries: Vec<Entry> = runs.iter().map(|m| m.entry()).collect();
+        let (e, more) = self.inner.settle(&entries, &marker_rules(rules)?)?;
+        let disturbed = runs.iter().find_map(|m| m.disturbed.clone());
+        Ok((
+            Measurement {
+                peak: e.peak,
+                retained: e.retained,
+                allocations: e.allocations,
+                cycles: e.cycles,
+                disturbed,
+                peak_max: e.peak_max,
+                retained_max: e.retained_max,
+            },
+            more,
+        ))
+    }
+
     /// Keep a result (JSON from `Verdict.to_json`, possibly from an xdist worker).
     fn record(&mut self, result: &str) -> PyResult<()> {
         let r: TestResult = serde_json::from_str(result)
@@ -488,6 +537,11 @@ impl Session {
     /// One line per disturbed measurement, with its reason.
     fn disturbed(&self) -> Vec<String> {
         report::disturbed_lines(&self.inner.results)
+    }
+
+    /// One line per unstable test: its spread, and what the gate does with it.
+    fn unstable(&self) -> Vec<String> {
+        report::unstable_lines(&self.inner.results)
     }
 
     /// (message, no test gated at all) when tests went ungated for another environment's baselines.

@@ -6,7 +6,7 @@ use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{Cell, ContentArrangement, Table};
 
 use crate::escape::terminal;
-use crate::gate::Outcome;
+use crate::gate::{Metric, Outcome};
 use crate::session::TestResult;
 use crate::sizes::{format_delta, format_size};
 
@@ -89,9 +89,15 @@ pub fn summary_table(results: &[TestResult], stale: &[String], verbose: bool) ->
             Cell::new(r.outcome.name()),
             Cell::new(terminal(&r.nodeid)),
             Cell::new(format_size(r.measured.peak)),
-            Cell::new(delta(r.measured.peak, base.map(|b| b.peak))),
+            Cell::new(delta(
+                r.measured.peak,
+                base.map(|b| b.peak_max.unwrap_or(b.peak)),
+            )),
             Cell::new(format_size(r.measured.retained)),
-            Cell::new(delta(r.measured.retained, base.map(|b| b.retained))),
+            Cell::new(delta(
+                r.measured.retained,
+                base.map(|b| b.retained_max.unwrap_or(b.retained)),
+            )),
             Cell::new(r.measured.allocations),
         ]);
     }
@@ -120,6 +126,57 @@ pub fn disturbed_lines(results: &[TestResult]) -> Vec<String> {
                 crate::escape::terminal(&r.nodeid),
                 crate::escape::terminal(reason)
             ))
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// One line per unstable test (README, "Unstable tests"): its spread, and what the gate does
+/// with it. From an update's measurements (`measured` has the spread) or a baseline's.
+pub fn unstable_lines(results: &[TestResult]) -> Vec<String> {
+    let mut lines: Vec<String> = results
+        .iter()
+        .filter(|r| !r.unstable.is_empty())
+        .map(|r| {
+            let measured = r.measured.unstable();
+            let spread = match (measured, r.baseline) {
+                (true, _) => r.measured,
+                (false, Some(b)) => b,
+                (false, None) => r.measured,
+            };
+            let ranges: Vec<String> = [Metric::Peak, Metric::Retained]
+                .into_iter()
+                .filter_map(|m| {
+                    let high = m.max_of(&spread)?;
+                    let mut range = format!(
+                        "{} {} to {}",
+                        m.name(),
+                        format_size(m.of(&spread)),
+                        format_size(high)
+                    );
+                    if !measured {
+                        // `limits`, not `checks`: results from xdist workers carry only it.
+                        match r.limits.get(m.name()) {
+                            Some(limit) => {
+                                range.push_str(&format!(" (passes up to {})", format_size(*limit)))
+                            }
+                            None => range.push_str(" (not gated)"),
+                        }
+                    }
+                    Some(range)
+                })
+                .collect();
+            let what = if measured {
+                "measured by this update, which differed by more than the tolerance"
+            } else {
+                "recorded by an update; gated against the highest value"
+            };
+            format!(
+                "unstable: {}: {}; {what}",
+                terminal(&r.nodeid),
+                ranges.join(", ")
+            )
         })
         .collect();
     lines.sort();
@@ -174,7 +231,14 @@ pub fn totals_line(results: &[TestResult], stale: usize) -> String {
     if parts.is_empty() {
         parts.push("nothing to report".into());
     }
-    format!("{} measured: {}", results.len(), parts.join(", "))
+    // Not an outcome: an unstable test is also counted as ok, over or improved above.
+    let unstable = results.iter().filter(|r| !r.unstable.is_empty()).count();
+    let unstable = if unstable > 0 {
+        format!("; {unstable} unstable")
+    } else {
+        String::new()
+    };
+    format!("{} measured: {}{unstable}", results.len(), parts.join(", "))
 }
 
 #[cfg(test)]
@@ -189,6 +253,7 @@ mod tests {
             retained: 0,
             allocations: 3,
             cycles: 0,
+            ..Entry::default()
         };
         let b = base.map(|p| Entry {
             peak: p,
@@ -207,6 +272,7 @@ mod tests {
             checks: v.checks,
             recordable: true,
             disturbed: None,
+            unstable: vec![],
             failed: v.outcome == Outcome::Over,
         }
     }
@@ -248,6 +314,51 @@ mod tests {
         );
         let m = failure_message(&r, "pytest --memcheck-update 't.py::o[\u{1b}[2J\r]'");
         assert!(m.ends_with("'t.py::o[\\x1b[2J\\x0d]'"), "{m}");
+    }
+
+    #[test]
+    fn unstable_tests_get_a_line_and_a_count() {
+        let mut spread = result("t.py::spread", 100, None);
+        spread.measured.peak_max = Some(3 << 20);
+        spread.unstable = vec!["peak".into()];
+        let base = Entry {
+            peak: 1 << 20,
+            peak_max: Some(3 << 20),
+            ..Entry::default()
+        };
+        let gated = {
+            let measured = Entry {
+                peak: 2 << 20,
+                ..Entry::default()
+            };
+            let v = judge(&measured, Some(&base), true, &Rules::default());
+            TestResult {
+                nodeid: "t.py::gated".into(),
+                outcome: v.outcome,
+                measured,
+                baseline: Some(base),
+                limits: v
+                    .checks
+                    .iter()
+                    .map(|c| (c.metric.name().to_string(), c.limit()))
+                    .collect(),
+                checks: vec![],
+                unstable: vec!["peak".into()],
+                ..result("t.py::gated", 0, None)
+            }
+        };
+        let rs = vec![result("t.py::stable", 100, Some(100)), spread, gated];
+        assert_eq!(
+            unstable_lines(&rs),
+            vec![
+                "unstable: t.py::gated: peak 1.00 MiB to 3.00 MiB (passes up to 3.36 MiB); recorded by an update; gated against the highest value",
+                "unstable: t.py::spread: peak 100 B to 3.00 MiB; measured by this update, which differed by more than the tolerance",
+            ]
+        );
+        assert_eq!(totals_line(&rs, 0), "3 measured: 1 new, 2 ok; 2 unstable");
+        // Stable runs: no line, the totals they always had.
+        assert!(unstable_lines(&rs[..1]).is_empty());
+        assert_eq!(totals_line(&rs[..1], 0), "1 measured: 1 ok");
     }
 
     #[test]

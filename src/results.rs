@@ -57,6 +57,12 @@ impl Results {
             "failed".to_string(),
             tests.iter().filter(|t| t.failed).count(),
         );
+        // Not an outcome (an unstable test is also ok, over…): counted only when there is one,
+        // so that a run of stable tests writes what it always wrote.
+        let unstable = tests.iter().filter(|t| !t.unstable.is_empty()).count();
+        if unstable > 0 {
+            totals.insert("unstable".to_string(), unstable);
+        }
         Results {
             schema: SCHEMA.to_string(),
             version: VERSION,
@@ -103,6 +109,26 @@ impl Results {
                     .to_string(),
             }
         })?;
+        // A spread upside down (a hand-edited or crafted file) would be written into a baseline
+        // file by `memcheck update --from`: refused here, at the test's node id.
+        for t in &results.tests {
+            let entries = [
+                ("measured", Some(&t.measured)),
+                ("baseline", t.baseline.as_ref()),
+            ];
+            for (what, entry) in entries {
+                if let Some(why) = entry.and_then(|e| e.spread_error()) {
+                    let id = serde_json::to_string(&t.nodeid).unwrap_or_default();
+                    let offset = text.find(&id).unwrap_or(0);
+                    return Err(Error::at_offset(
+                        path,
+                        text,
+                        offset,
+                        format!("test '{}', {what}: {why}", t.nodeid),
+                    ));
+                }
+            }
+        }
         if results.schema != SCHEMA || results.version > VERSION {
             return Err(Error::File {
                 path: path.to_path_buf(),
@@ -142,11 +168,13 @@ mod tests {
             failed,
             recordable: true,
             disturbed: None,
+            unstable: vec![],
             measured: Entry {
                 peak: 10,
                 retained: 1,
                 allocations: 2,
                 cycles: 0,
+                ..Entry::default()
             },
             baseline: None,
             limits: BTreeMap::new(),
@@ -201,6 +229,47 @@ mod tests {
         assert_eq!(Results::read(&path).unwrap().environment, dev_env);
         std::fs::write(&path, &normal).unwrap();
         assert_eq!(Results::read(&path).unwrap().environment, env());
+    }
+
+    #[test]
+    fn unstable_tests_are_marked_and_their_spread_checked() {
+        let stable = Results::new(
+            env(),
+            gating(),
+            true,
+            vec![test("a.py::t", Outcome::Ok, false)],
+            vec![],
+        );
+        let text = stable.to_json();
+        assert!(
+            !text.contains("unstable") && !text.contains("_max"),
+            "{text}"
+        );
+        let mut t = test("a.py::u", Outcome::Ok, false);
+        t.unstable = vec!["peak".into()];
+        t.measured.peak_max = Some(50);
+        let r = Results::new(env(), gating(), true, vec![t], vec![]);
+        assert_eq!(r.totals["unstable"], 1);
+        let text = r.to_json();
+        assert!(
+            text.contains("\"peak_max\": 50")
+                && text.contains("\"unstable\": [\n        \"peak\"\n      ]"),
+            "{text}"
+        );
+        let back = Results::parse(&text, Path::new("r.json")).unwrap();
+        assert_eq!(back.tests[0].unstable, vec!["peak".to_string()]);
+        assert_eq!(back.tests[0].measured.peak_max, Some(50));
+        // Upside down: refused, at the test.
+        let bad = text.replace("\"peak_max\": 50", "\"peak_max\": 5");
+        let e = Results::parse(&bad, Path::new("r.json"))
+            .unwrap_err()
+            .to_string();
+        let line = bad.lines().position(|l| l.contains("\"a.py::u\"")).unwrap() + 1;
+        assert!(
+            e.starts_with(&format!("r.json:{line}:"))
+                && e.contains("test 'a.py::u', measured: peak_max = 5 is below peak = 10"),
+            "{e}"
+        );
     }
 
     #[test]

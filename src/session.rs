@@ -10,7 +10,7 @@ use crate::baseline::{
 use crate::boundary::Boundary;
 use crate::config::{self, Settings};
 use crate::error::Result;
-use crate::gate::{fails, judge, Check, Outcome, Rules, Tolerance};
+use crate::gate::{fails, judge, Check, Metric, Outcome, Rules, Tolerance};
 use crate::sizes::{parse_percent, parse_size};
 
 use serde::{Deserialize, Serialize};
@@ -25,6 +25,9 @@ pub struct MarkerRules {
     pub gate_cycles: Option<bool>,
     /// False: retained is recorded but not compared with its baseline.
     pub gate_retained: Option<bool>,
+    /// What the gate does with a metric recorded with a spread: `gate` (the default: judge it
+    /// against the highest value recorded) or `skip` (record and report it, do not gate it).
+    pub unstable: Option<String>,
     /// Where the values came from, for error messages (`memcheck marker of tests/t.py::test_a`).
     pub origin: String,
     /// Which marker set the peak / retained limit, for the failure message.
@@ -66,6 +69,10 @@ pub struct TestResult {
     /// Why the measurement cannot be trusted (outcome `disturbed`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disturbed: Option<String>,
+    /// The metrics recorded with a spread (README, "Unstable tests"): by this update's
+    /// measurements, or in the baseline judged. Absent for a stable test.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unstable: Vec<String>,
     #[serde(skip)]
     pub checks: Vec<Check>,
 }
@@ -240,8 +247,24 @@ impl Session {
             retained_limit: size(&marks.retained, "retained")?.map(|l| (l, marks.retained_origin)),
             gate_cycles: marks.gate_cycles.unwrap_or(self.settings.gate_cycles),
             retained_ungated: marks.gate_retained == Some(false),
+            unstable_ungated: match marks.unstable.as_deref() {
+                None | Some("gate") => false,
+                Some("skip") => true,
+                Some(other) => {
+                    return Err(crate::error::Error::usage(
+                        origin("unstable"),
+                        format!("expected \"gate\" or \"skip\", got '{other}'"),
+                    ))
+                }
+            },
             strict: self.settings.strict,
         })
+    }
+
+    /// What an update records from the measurements of a test so far, and whether it wants
+    /// another (`spread::settle`, with the test's tolerance).
+    pub fn settle(&self, runs: &[Entry], marks: &MarkerRules) -> Result<(Entry, bool)> {
+        Ok(crate::spread::settle(runs, &self.rules(marks)?))
     }
 
     /// Check marker values without judging anything (at collection, so errors come early).
@@ -273,6 +296,14 @@ impl Session {
                 &rules,
             ),
         };
+        let unstable = [Metric::Peak, Metric::Retained]
+            .into_iter()
+            .filter(|m| {
+                m.max_of(&measured).is_some()
+                    || found.is_some_and(|(b, same_env)| same_env && m.max_of(&b).is_some())
+            })
+            .map(|m| m.name().to_string())
+            .collect();
         let mut result = TestResult {
             nodeid: nodeid.to_string(),
             failed: fails(verdict.outcome, rules.strict),
@@ -290,6 +321,7 @@ impl Session {
             checks: verdict.checks,
             recordable: disturbed.is_none(),
             disturbed,
+            unstable,
         };
         if result.failed {
             result.message = crate::report::failure_message(&result, update_hint);
@@ -418,9 +450,9 @@ impl Session {
                 let key = split_nodeid(&r.nodeid).1.to_string();
                 let keep = match file.entries.get(&key) {
                     Some(old) => {
+                        // Stable entries: within tolerance both ways, peak and retained.
                         mode == UpdateMode::Changed
-                            && tolerance.holds(old.peak, r.measured.peak)
-                            && tolerance.holds(old.retained, r.measured.retained)
+                            && crate::spread::covers(old, &r.measured, &tolerance)
                             && (!self.settings.gate_cycles || old.cycles == r.measured.cycles)
                     }
                     None => false,
@@ -474,6 +506,7 @@ mod tests {
             retained: 0,
             allocations: 1,
             cycles: 0,
+            ..Entry::default()
         }
     }
 
@@ -639,6 +672,7 @@ mod tests {
             checks: vec![],
             recordable: true,
             disturbed: None,
+            unstable: vec![],
             failed: false,
         });
         assert!(s
@@ -749,6 +783,104 @@ mod tests {
             "{}",
             r.message
         );
+    }
+
+    #[test]
+    fn an_update_writes_a_spread_only_when_it_is_not_covered() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = "t/test_a.py::test_x";
+        let cov = complete(&[id]);
+        run(dir.path(), &[(id, 1 << 20)], &cov, UpdateMode::Changed);
+        let path = dir.path().join("t/test_a.toml");
+        let stable = fs::read_to_string(&path).unwrap();
+        let record = |measured: Entry| {
+            let mut s = session(dir.path());
+            let r = s
+                .judge(id, measured, None, &MarkerRules::default(), "")
+                .unwrap();
+            let unstable = r.unstable.clone();
+            s.record(r);
+            (s.update(UpdateMode::Changed, &cov).unwrap(), unstable)
+        };
+        // A spread within the stable entry's tolerance: nothing churns.
+        let narrow = Entry {
+            peak_max: Some((1 << 20) + 1000),
+            ..entry(1 << 20)
+        };
+        let (ch, unstable) = record(narrow);
+        assert!(ch.is_empty() && unstable == ["peak"], "{ch:?}");
+        assert_eq!(fs::read_to_string(&path).unwrap(), stable);
+        // A spread beyond it is written, beside peak.
+        let wide = Entry {
+            peak_max: Some(3 << 20),
+            ..entry(1 << 20)
+        };
+        let (ch, _) = record(wide);
+        assert_eq!(ch[0].written, 1);
+        let text = fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text,
+            stable.replace("peak = 1048576\n", "peak = 1048576\npeak_max = 3145728\n")
+        );
+        // A later stable measurement inside the spread leaves it; the gate reports it unstable.
+        let (ch, unstable) = record(entry(2 << 20));
+        assert!(ch.is_empty() && unstable == ["peak"], "{ch:?}");
+        let mut s = session(dir.path());
+        let r = s
+            .judge(id, entry(3 << 20), None, &MarkerRules::default(), "")
+            .unwrap();
+        assert_eq!((r.outcome, r.limits["peak"]), (Outcome::Ok, 3_525_836));
+        let r = s
+            .judge(id, entry(3_525_837), None, &MarkerRules::default(), "")
+            .unwrap();
+        assert_eq!(r.outcome, Outcome::Over);
+        assert!(
+            r.message
+                .contains("unstable: its update measured 1.00 MiB to 3.00 MiB"),
+            "{}",
+            r.message
+        );
+        // unstable="skip": not gated; anything else is refused, naming the marker.
+        let skip = MarkerRules {
+            unstable: Some("skip".into()),
+            origin: "memcheck marker of t/test_a.py::test_x".into(),
+            ..MarkerRules::default()
+        };
+        let r = s.judge(id, entry(1 << 30), None, &skip, "").unwrap();
+        assert_eq!(r.outcome, Outcome::Ok);
+        let bad = MarkerRules {
+            unstable: Some("widen".into()),
+            ..skip
+        };
+        let e = s
+            .judge(id, entry(1), None, &bad, "")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "memcheck marker of t/test_a.py::test_x unstable=: expected \"gate\" or \"skip\", got 'widen'"
+        );
+        // --memcheck-update=all records what was measured: stable again, no spread.
+        let mut s = session(dir.path());
+        let r = s
+            .judge(id, entry(1 << 20), None, &MarkerRules::default(), "")
+            .unwrap();
+        s.record(r);
+        s.update(UpdateMode::All, &cov).unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), stable);
+    }
+
+    #[test]
+    fn settle_uses_the_tests_own_tolerance() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = session(dir.path());
+        let runs = [entry(1 << 20), entry(2 << 20)];
+        assert!(s.settle(&runs, &MarkerRules::default()).unwrap().1);
+        let loose = MarkerRules {
+            tolerance: Some("150%".into()),
+            ..MarkerRules::default()
+        };
+        assert!(!s.settle(&runs, &loose).unwrap().1);
     }
 
     #[test]

@@ -35,6 +35,7 @@ MARKER_KEYS = (
     "confirm",
     "gate_cycles",
     "gate_retained",
+    "unstable",
 )
 # Hypothesis runs different random examples each run and keeps growing caches of its own: its
 # tests' retained memory is not theirs, and their peak moved by up to +40 % between runs of real
@@ -336,7 +337,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "memcheck(peak=None, retained=None, tolerance=None, floor=None, skip=False, confirm=True, "
-        "gate_cycles=None): per-test memory limits and settings of pytest-memcheck",
+        "gate_cycles=None, gate_retained=None, unstable='gate'): per-test memory limits and "
+        "settings of pytest-memcheck (unstable='skip': a metric recorded with a spread is not gated)",
     )
     if not config.pluginmanager.has_plugin("memray"):  # it registers its own markers
         config.addinivalue_line(
@@ -888,6 +890,8 @@ class Manager:
             tr.write_line(table)
         for line in self.engine.disturbed():
             tr.write_line(line, yellow=True)
+        for line in self.engine.unstable():
+            tr.write_line(line, yellow=True)
         tr.write_line(self.engine.totals(len(self.stale)))
         for path, written, pruned, deleted, note in self.changes:
             rel = self._rel(path)
@@ -1121,7 +1125,12 @@ class MeasuredCall:
                     item,
                 )
             else:
-                if second.intact:
+                if second.intact and manager.update:
+                    # Measurements that differ by more than the tolerance: measure more and
+                    # record the spread (README, "Unstable tests"); else the smaller values.
+                    settled = yield from self._settle([first, second])
+                    verdict = engine.judge(item.nodeid, settled, rules, hint)
+                elif second.intact:
                     verdict = engine.judge(item.nodeid, first.least(second), rules, hint)
         diagnosis = None
         if verdict.fails(not manager.update) and verdict.outcome == "over":
@@ -1134,6 +1143,35 @@ class MeasuredCall:
                     manager._warn(f"memcheck: no dump for {item.nodeid}: {e}", item)
         item.stash[VERDICT] = (verdict, first, second, diagnosis)
         return result
+
+    def _settle(self, runs: list[Any]) -> Generator[str, Any, Any]:
+        """An update's measurements of one test, settled by the engine: while the first two
+        differ by more than the tolerance, measure again (up to 5 in all, as far as
+        pytest-timeout leaves the time), and return what to record — the smaller values, or the
+        lowest and highest of an unstable test."""
+        manager, item = self.manager, self.item
+        while True:
+            settled, more = manager.engine.settle(runs, self.rules)
+            if not more:
+                return settled
+            stop = manager._short_of_time(item, self.took, RERUN_COST)
+            if stop is None:
+                try:
+                    _, again = yield MEASURE_AGAIN
+                except RERUN_ERRORS as e:
+                    reason = (str(e).splitlines() or [""])[0][:200]
+                    stop = f"measurement {len(runs) + 1} raised {type(e).__name__}: {reason}"
+                else:
+                    if again.intact:
+                        runs.append(again)
+                        continue
+                    stop = f"measurement {len(runs) + 1} is disturbed: {again.disturbed}"
+            manager._warn(
+                f"memcheck: {item.nodeid}: its measurements differ by more than the tolerance; "
+                f"no more of them: {stop}; recorded from the {len(runs)} taken",
+                item,
+            )
+            return settled
 
     def _diagnosis(self, may_run_again: bool) -> Generator[str, Any, Any]:
         """A run of the body under tracemalloc for the failure message: never for a test that

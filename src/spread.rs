@@ -1,0 +1,225 @@
+//! Unstable tests (README, "Unstable tests"): when the measurements of an update differ by more
+//! than the test's tolerance, the update measures again, up to [`MAX_RUNS`] in all, and records
+//! the spread — the lowest value as `peak`/`retained`, the highest as `peak_max`/`retained_max` —
+//! so that the gate judges a later value against what was actually observed. A test whose
+//! measurements agree is recorded exactly as before: the smaller of its two measurements, no
+//! `_max` keys.
+
+use crate::baseline::Entry;
+use crate::gate::{Rules, Tolerance, DEFAULT_TOLERANCE};
+
+/// Measurements of one test an update takes at most (the first two included).
+pub const MAX_RUNS: usize = 5;
+
+/// Whether two measurements of a metric differ by more than the tolerance.
+fn differs(a: u64, b: u64, t: &Tolerance) -> bool {
+    a.max(b) > t.limit(a.min(b))
+}
+
+/// The smaller values, metric by metric, without a spread.
+fn least(runs: &[Entry]) -> Entry {
+    let min = |f: fn(&Entry) -> u64| runs.iter().map(f).min().unwrap_or(0);
+    Entry {
+        peak: min(|e| e.peak),
+        retained: min(|e| e.retained),
+        allocations: min(|e| e.allocations),
+        cycles: min(|e| e.cycles),
+        ..Entry::default()
+    }
+}
+
+/// What an update records from the measurements of one test so far (in the order taken), and
+/// whether it wants another one.
+///
+/// - Fewer than two: the measurement, nothing more wanted (a test that must not run twice).
+/// - The first two agree within the tolerance (peak, and retained when it is gated): the smaller
+///   values, as always, and nothing more.
+/// - They differ: more are wanted, up to [`MAX_RUNS`]. A metric is unstable when the highest of
+///   the measurements after the first is above the lowest of all by more than the tolerance: it
+///   is recorded as the lowest and the highest. The first measurement counts only for the lowest:
+///   one-time costs (first imports, caches) land in it, and a test whose later runs agree is not
+///   unstable but was warming up — it is recorded as before.
+pub fn settle(runs: &[Entry], rules: &Rules) -> (Entry, bool) {
+    let t = rules.tolerance.unwrap_or(DEFAULT_TOLERANCE);
+    let gated_retained = !rules.retained_ungated;
+    if runs.len() < 2 {
+        return (least(runs), false);
+    }
+    let (a, b) = (&runs[0], &runs[1]);
+    let first_two_differ =
+        differs(a.peak, b.peak, &t) || (gated_retained && differs(a.retained, b.retained, &t));
+    if !first_two_differ {
+        return (least(&runs[..2]), false);
+    }
+    let more = runs.len() < MAX_RUNS;
+    let low = least(runs);
+    let high = |f: fn(&Entry) -> u64| runs[1..].iter().map(f).max().unwrap_or(0);
+    let unstable = |low: u64, high: u64| Some(high).filter(|h| *h > t.limit(low));
+    let peak_max = unstable(low.peak, high(|e| e.peak));
+    let retained_max = if gated_retained {
+        unstable(low.retained, high(|e| e.retained))
+    } else {
+        None
+    };
+    if peak_max.is_none() && retained_max.is_none() {
+        // Warming up, not unstable: what an update has always recorded.
+        return (least(&runs[..2]), more);
+    }
+    let entry = Entry {
+        peak_max,
+        retained_max,
+        ..low
+    };
+    (entry, more)
+}
+
+/// Whether a recorded entry already accounts for a new measurement, so that an update leaves it
+/// alone (files do not churn): every value of the new one, its spread included, passes the old
+/// entry's gate and none is an improvement. For two stable entries this is
+/// [`Tolerance::holds`] on peak and on retained.
+pub fn covers(old: &Entry, new: &Entry, t: &Tolerance) -> bool {
+    [
+        (old.peak, old.peak_max, new.peak, new.peak_max),
+        (
+            old.retained,
+            old.retained_max,
+            new.retained,
+            new.retained_max,
+        ),
+    ]
+    .into_iter()
+    .all(|(low, high, new_low, new_high)| {
+        new_high.unwrap_or(new_low) <= t.limit(high.unwrap_or(low))
+            && t.improved_below(low).is_none_or(|b| new_low >= b)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const MIB: u64 = 1 << 20;
+
+    fn e(peak: u64, retained: u64) -> Entry {
+        Entry {
+            peak,
+            retained,
+            allocations: 7,
+            ..Entry::default()
+        }
+    }
+
+    #[test]
+    fn agreeing_measurements_are_recorded_as_always() {
+        let rules = Rules::default();
+        let (entry, more) = settle(&[e(MIB + 10, 5), e(MIB, 6)], &rules);
+        assert!(!more);
+        assert_eq!(entry, e(MIB, 5));
+        assert!(!entry.unstable());
+        // One measurement (confirm=False): itself.
+        assert_eq!(settle(&[e(3, 4)], &rules), (e(3, 4), false));
+    }
+
+    #[test]
+    fn differing_measurements_ask_for_more_up_to_five() {
+        let rules = Rules::default();
+        let mut runs = vec![e(MIB, 0), e(3 * MIB, 0)];
+        let (_, more) = settle(&runs, &rules);
+        assert!(more);
+        runs.push(e(2 * MIB, 0));
+        runs.push(e(MIB, 0));
+        assert!(settle(&runs, &rules).1);
+        runs.push(e(MIB, 0));
+        let (entry, more) = settle(&runs, &rules);
+        assert!(!more, "five at most");
+        assert_eq!(entry.peak, MIB);
+        assert_eq!(entry.peak_max, Some(3 * MIB));
+        assert_eq!(entry.retained_max, None, "retained was stable");
+        assert!(entry.unstable());
+    }
+
+    #[test]
+    fn a_first_run_with_one_time_costs_is_warming_up_not_unstable() {
+        let rules = Rules::default();
+        let runs = [
+            e(4 * MIB, 2 * MIB),
+            e(MIB, 0),
+            e(MIB, 0),
+            e(MIB + 1, 0),
+            e(MIB, 0),
+        ];
+        let (entry, more) = settle(&runs, &rules);
+        assert!(!more);
+        // Exactly what two measurements give today: the smaller of the first two.
+        assert_eq!(entry, e(MIB, 0));
+        // Negative control: a later run that is high again makes it unstable.
+        let runs = [e(4 * MIB, 0), e(MIB, 0), e(4 * MIB, 0)];
+        assert_eq!(settle(&runs, &rules).0.peak_max, Some(4 * MIB));
+    }
+
+    #[test]
+    fn the_tests_tolerance_decides_and_ungated_retained_is_left_out() {
+        let loose = Rules {
+            tolerance: Some(Tolerance {
+                relative: crate::sizes::Percent::from_percent(300),
+                floor: 0,
+            }),
+            ..Rules::default()
+        };
+        assert!(!settle(&[e(MIB, 0), e(3 * MIB, 0)], &loose).1);
+        let ungated = Rules {
+            retained_ungated: true,
+            ..Rules::default()
+        };
+        let (entry, more) = settle(&[e(MIB, 0), e(MIB, 5 * MIB)], &ungated);
+        assert!(!more && !entry.unstable());
+        let (entry, more) = settle(&[e(MIB, 0), e(MIB, 5 * MIB)], &Rules::default());
+        assert!(more);
+        assert_eq!((entry.retained, entry.retained_max), (0, Some(5 * MIB)));
+    }
+
+    #[test]
+    fn covers_is_holds_for_stable_entries_and_the_range_for_spreads() {
+        let t = DEFAULT_TOLERANCE;
+        let spread = Entry {
+            peak_max: Some(3 * MIB),
+            ..e(MIB, 0)
+        };
+        assert!(covers(&spread, &e(3 * MIB, 0), &t));
+        assert!(covers(&spread, &e(MIB, 0), &t));
+        assert!(!covers(&spread, &e(4 * MIB, 0), &t), "above the spread");
+        assert!(!covers(&spread, &e(MIB / 2, 0), &t), "an improvement");
+        assert!(covers(&e(MIB, 0), &spread, &t) == t.holds(MIB, 3 * MIB));
+        let narrow = Entry {
+            peak_max: Some(MIB + MIB / 20),
+            ..e(MIB, 0)
+        };
+        assert!(covers(&e(MIB, 0), &narrow, &t));
+    }
+
+    proptest! {
+        #[test]
+        fn covers_equals_holds_without_spreads(a in 0u64..1 << 40, b in 0u64..1 << 40, c in 0u64..1 << 30, d in 0u64..1 << 30) {
+            let t = DEFAULT_TOLERANCE;
+            prop_assert_eq!(covers(&e(a, c), &e(b, d), &t), t.holds(a, b) && t.holds(c, d));
+        }
+
+        #[test]
+        fn two_agreeing_runs_are_always_least(p in 0u64..1 << 40, q in 0u64..1 << 40) {
+            let rules = Rules::default();
+            let (entry, _) = settle(&[e(p, q), e(p, q)], &rules);
+            prop_assert_eq!(entry, e(p, q));
+        }
+
+        #[test]
+        fn a_spread_is_ordered(runs in proptest::collection::vec((0u64..1 << 32, 0u64..1 << 32), 1..=5)) {
+            let runs: Vec<Entry> = runs.into_iter().map(|(p, r)| e(p, r)).collect();
+            let (entry, _) = settle(&runs, &Rules::default());
+            prop_assert!(entry.spread_error().is_none());
+            // Never above what the first two measurements give today.
+            let today = runs.iter().take(2).map(|r| r.peak).min().unwrap();
+            prop_assert!(entry.peak <= today);
+        }
+    }
+}
