@@ -80,6 +80,12 @@ pub struct Entry {
     pub allocations: u64,
     #[serde(default)]
     pub cycles: u64,
+    /// Native memory (`--memcheck-native`): absent from entries recorded without it, so files
+    /// of runs that do not count it stay as they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native_peak: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native_retained: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -208,6 +214,12 @@ impl BaselineFile {
             let _ = writeln!(out, "\n[{}]", toml_key(key));
             let _ = writeln!(out, "allocations = {}", e.allocations);
             let _ = writeln!(out, "cycles = {}", e.cycles);
+            if let Some(v) = e.native_peak {
+                let _ = writeln!(out, "native_peak = {v}");
+            }
+            if let Some(v) = e.native_retained {
+                let _ = writeln!(out, "native_retained = {v}");
+            }
             let _ = writeln!(out, "peak = {}", e.peak);
             let _ = writeln!(out, "retained = {}", e.retained);
         }

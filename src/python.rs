@@ -30,18 +30,25 @@ pub struct Measurement {
     /// Why the numbers cannot be trusted, or None.
     #[pyo3(get)]
     disturbed: Option<String>,
+    /// Native memory (`--memcheck-native`), None when it was not counted.
+    #[pyo3(get)]
+    native_peak: Option<u64>,
+    #[pyo3(get)]
+    native_retained: Option<u64>,
 }
 
 #[pymethods]
 impl Measurement {
     #[new]
-    #[pyo3(signature = (peak, retained, allocations=0, cycles=0, disturbed=None))]
+    #[pyo3(signature = (peak, retained, allocations=0, cycles=0, disturbed=None, *, native_peak=None, native_retained=None))]
     fn new(
         peak: u64,
         retained: u64,
         allocations: u64,
         cycles: u64,
         disturbed: Option<String>,
+        native_peak: Option<u64>,
+        native_retained: Option<u64>,
     ) -> Self {
         Measurement {
             peak,
@@ -49,6 +56,8 @@ impl Measurement {
             allocations,
             cycles,
             disturbed,
+            native_peak,
+            native_retained,
         }
     }
 
@@ -67,14 +76,28 @@ impl Measurement {
             allocations: self.allocations.min(other.allocations),
             cycles: self.cycles.min(other.cycles),
             disturbed: self.disturbed.clone().or_else(|| other.disturbed.clone()),
+            native_peak: least(self.native_peak, other.native_peak),
+            native_retained: least(self.native_retained, other.native_retained),
         }
     }
 
     fn __repr__(&self) -> String {
+        let native = match (self.native_peak, self.native_retained) {
+            (Some(p), Some(r)) => format!(", native_peak={p}, native_retained={r}"),
+            _ => String::new(),
+        };
         format!(
-            "Measurement(peak={}, retained={}, allocations={}, cycles={}, disturbed={:?})",
+            "Measurement(peak={}, retained={}, allocations={}, cycles={}, disturbed={:?}{native})",
             self.peak, self.retained, self.allocations, self.cycles, self.disturbed
         )
+    }
+}
+
+/// The smaller of two optional figures; one that was not counted stays not counted.
+fn least(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        _ => a.or(b),
     }
 }
 
@@ -85,6 +108,8 @@ impl Measurement {
             retained: self.retained,
             allocations: self.allocations,
             cycles: self.cycles,
+            native_peak: self.native_peak,
+            native_retained: self.native_retained,
         }
     }
 }
@@ -97,6 +122,8 @@ impl From<meter::Measurement> for Measurement {
             allocations: m.allocations,
             cycles: m.cycles,
             disturbed: m.disturbed,
+            native_peak: m.native_peak,
+            native_retained: m.native_retained,
         }
     }
 }
@@ -171,6 +198,13 @@ fn escape_command(text: &str) -> String {
 #[pyfunction]
 fn escape_markdown(text: &str) -> String {
     crate::escape::markdown(text)
+}
+
+/// Count native memory (the malloc family called by extensions) in every later window of the
+/// python meter; raises MeterError saying why it cannot be counted here.
+#[pyfunction]
+fn enable_native() -> PyResult<()> {
+    meter::enable_native().map_err(|e| Error::Meter(e).into())
 }
 
 /// Bytes held by the python meter's own bookkeeping.
@@ -592,6 +626,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(dump_stem, m)?)?;
     m.add_function(wrap_pyfunction!(escape_terminal, m)?)?;
     m.add_function(wrap_pyfunction!(meter_footprint, m)?)?;
+    m.add_function(wrap_pyfunction!(enable_native, m)?)?;
     m.add_function(wrap_pyfunction!(exclude_threads_running_now, m)?)?;
     m.add_function(wrap_pyfunction!(escape_command, m)?)?;
     m.add_function(wrap_pyfunction!(escape_markdown, m)?)?;
