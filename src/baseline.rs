@@ -376,6 +376,7 @@ mod tests {
             retained: 0,
             allocations: 12,
             cycles: 0,
+            ..Entry::default()
         };
         f.entries.insert("test_b".into(), e);
         f.entries
@@ -519,7 +520,7 @@ mod tests {
         fn any_node_id_round_trips(keys in proptest::collection::vec("\\PC*|[\\x00-\\x1f\"'\\\\\\[\\]:]{0,12}", 1..6), peak in 0u64..(i64::MAX as u64)) {
             let mut f = BaselineFile::new(env());
             for k in keys.iter().filter(|k| k.as_str() != HEADER) {
-                f.entries.insert(k.clone(), Entry { peak, retained: peak / 2, allocations: 3, cycles: 1 });
+                f.entries.insert(k.clone(), Entry { peak, retained: peak / 2, allocations: 3, cycles: 1, ..Entry::default() });
             }
             let text = f.render();
             let back = BaselineFile::parse(&text, Path::new("p.toml")).unwrap();

@@ -20,6 +20,13 @@ pub const DEFAULT_TOLERANCE: Tolerance = Tolerance {
     floor: 64 * 1024,
 };
 
+/// Defaults for the native figures: the same as the python meter's until real suites say
+/// otherwise (README, "Native memory"); they catch +20 % on 1 MiB like the others.
+pub const DEFAULT_NATIVE_TOLERANCE: Tolerance = Tolerance {
+    relative: Percent::from_percent(10),
+    floor: 64 * 1024,
+};
+
 impl Tolerance {
     /// The highest value that still passes.
     pub fn limit(&self, baseline: u64) -> u64 {
@@ -47,6 +54,9 @@ pub enum Metric {
     Peak,
     Retained,
     Cycles,
+    /// Native memory (`--memcheck-native`), gated only where both values exist.
+    NativePeak,
+    NativeRetained,
 }
 
 impl Metric {
@@ -55,6 +65,8 @@ impl Metric {
             Metric::Peak => "peak",
             Metric::Retained => "retained",
             Metric::Cycles => "cycles",
+            Metric::NativePeak => "native_peak",
+            Metric::NativeRetained => "native_retained",
         }
     }
 
@@ -63,6 +75,8 @@ impl Metric {
             Metric::Peak => e.peak,
             Metric::Retained => e.retained,
             Metric::Cycles => e.cycles,
+            Metric::NativePeak => e.native_peak.unwrap_or(0),
+            Metric::NativeRetained => e.native_retained.unwrap_or(0),
         }
     }
 
@@ -242,6 +256,8 @@ impl Verdict {
 pub struct Rules {
     pub tolerance: Option<Tolerance>,
     pub cycles_tolerance: Option<Tolerance>,
+    /// For native_peak and native_retained; DEFAULT_NATIVE_TOLERANCE when None.
+    pub native_tolerance: Option<Tolerance>,
     pub peak_limit: Option<(u64, &'static str)>,
     pub retained_limit: Option<(u64, &'static str)>,
     pub gate_cycles: bool,
@@ -284,6 +300,38 @@ pub fn judge(
             });
         }
     }
+    // Native figures: compared where this run counted them and the baseline holds them.
+    let native_tolerance = rules.native_tolerance.unwrap_or(DEFAULT_NATIVE_TOLERANCE);
+    for (metric, now, then) in [
+        (
+            Metric::NativePeak,
+            measured.native_peak,
+            baseline.and_then(|b| b.native_peak),
+        ),
+        (
+            Metric::NativeRetained,
+            measured.native_retained,
+            baseline.and_then(|b| b.native_retained),
+        ),
+    ] {
+        if metric == Metric::NativeRetained && rules.retained_ungated {
+            continue;
+        }
+        if let (Some(now), Some(then), true) = (now, then, env_matches) {
+            checks.push(Check {
+                metric,
+                measured: now,
+                budget: Budget::Relative {
+                    baseline: then,
+                    tolerance: native_tolerance,
+                },
+            });
+        }
+    }
+    // Native figures counted now but absent from the baseline: they have no baseline yet.
+    let native_new = env_matches
+        && measured.native_peak.is_some()
+        && baseline.is_some_and(|b| b.native_peak.is_none());
     if let (true, Some(b), true) = (rules.gate_cycles, baseline, env_matches) {
         checks.push(Check {
             metric: Metric::Cycles,
@@ -299,7 +347,7 @@ pub fn judge(
     }
     let outcome = if checks.iter().any(Check::over) {
         Outcome::Over
-    } else if baseline.is_none() {
+    } else if baseline.is_none() || native_new {
         Outcome::New
     } else if !env_matches {
         Outcome::EnvMismatch

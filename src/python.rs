@@ -393,6 +393,12 @@ impl Session {
         self.inner.settings.meter.name()
     }
 
+    /// Native memory is counted (`--memcheck-native`).
+    #[getter]
+    fn native(&self) -> bool {
+        self.inner.settings.native
+    }
+
     #[getter]
     fn strict(&self) -> bool {
         self.inner.settings.strict

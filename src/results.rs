@@ -147,6 +147,7 @@ mod tests {
                 retained: 1,
                 allocations: 2,
                 cycles: 0,
+                ..Entry::default()
             },
             baseline: None,
             limits: BTreeMap::new(),

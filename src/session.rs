@@ -220,11 +220,15 @@ impl Session {
                 .transpose()
         };
         let mut tolerance = self.settings.tolerance;
+        // A marker's tolerance and floor hold for the native figures too.
+        let mut native_tolerance = crate::gate::DEFAULT_NATIVE_TOLERANCE;
         if let Some(t) = &marks.tolerance {
             tolerance.relative = parse_percent(t, &origin("tolerance"))?;
+            native_tolerance.relative = tolerance.relative;
         }
         if let Some(f) = size(&marks.floor, "floor")? {
             tolerance.floor = f;
+            native_tolerance.floor = f;
         }
         Ok(Rules {
             tolerance: Some(tolerance),
@@ -232,6 +236,7 @@ impl Session {
                 relative: Default::default(),
                 floor: 0,
             }),
+            native_tolerance: Some(native_tolerance),
             peak_limit: size(&marks.peak, "peak")?.map(|l| (l, marks.peak_origin)),
             retained_limit: size(&marks.retained, "retained")?.map(|l| (l, marks.retained_origin)),
             gate_cycles: marks.gate_cycles.unwrap_or(self.settings.gate_cycles),
@@ -383,6 +388,14 @@ impl Session {
             existing.insert(module.clone(), (path.clone(), BaselineFile::read(&path)?));
         }
         let tolerance = self.settings.tolerance;
+        let native_tolerance = crate::gate::DEFAULT_NATIVE_TOLERANCE;
+        // A native figure holds when this run did not count it, or the baseline has it within
+        // tolerance; one counted now and missing from the baseline is written.
+        let native_holds = |old: Option<u64>, now: Option<u64>| match (old, now) {
+            (_, None) => true,
+            (None, Some(_)) => false,
+            (Some(old), Some(now)) => native_tolerance.holds(old, now),
+        };
         let mut changes = Vec::new();
         for (module, (path, old)) in existing {
             let results = by_module.get(&module).map(Vec::as_slice).unwrap_or(&[]);
@@ -417,11 +430,21 @@ impl Session {
                             && tolerance.holds(old.peak, r.measured.peak)
                             && tolerance.holds(old.retained, r.measured.retained)
                             && (!self.settings.gate_cycles || old.cycles == r.measured.cycles)
+                            && native_holds(old.native_peak, r.measured.native_peak)
+                            && native_holds(old.native_retained, r.measured.native_retained)
                     }
                     None => false,
                 };
-                if !keep && file.entries.get(&key) != Some(&r.measured) {
-                    file.entries.insert(key, r.measured);
+                let mut measured = r.measured;
+                if measured.native_peak.is_none() {
+                    // A run that did not count native memory keeps the native baseline as it is.
+                    if let Some(old) = file.entries.get(&key) {
+                        measured.native_peak = old.native_peak;
+                        measured.native_retained = old.native_retained;
+                    }
+                }
+                if !keep && file.entries.get(&key) != Some(&measured) {
+                    file.entries.insert(key, measured);
                     written += 1;
                 }
             }
@@ -469,6 +492,7 @@ mod tests {
             retained: 0,
             allocations: 1,
             cycles: 0,
+            ..Entry::default()
         }
     }
 

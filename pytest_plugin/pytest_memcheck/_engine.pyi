@@ -17,6 +17,8 @@ class Measurement:
     cycles: int
     disturbed: str | None
     intact: bool
+    native_peak: int | None
+    native_retained: int | None
     def __init__(
         self,
         peak: int,
@@ -24,6 +26,9 @@ class Measurement:
         allocations: int = 0,
         cycles: int = 0,
         disturbed: str | None = None,
+        *,
+        native_peak: int | None = None,
+        native_retained: int | None = None,
     ) -> None: ...
     def least(self, other: Measurement) -> Measurement: ...
 
@@ -47,6 +52,7 @@ class Session:
     baseline_dir: Path
     meter: str
     strict: bool
+    native: bool
     confirm: bool
     config_file: Path | None
     thresholds: str
@@ -91,6 +97,9 @@ def measure(
     kwargs: dict[str, Any | None] = None,
 ) -> tuple[Any, Measurement]: ...
 def meter_footprint() -> int: ...
+def enable_native() -> None:
+    """Count native memory in every later window of the python meter (MeterError if it cannot)."""
+
 def exclude_threads_running_now() -> int: ...
 def escape_command(text: str) -> str: ...
 def escape_markdown(text: str) -> str: ...

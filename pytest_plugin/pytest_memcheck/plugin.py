@@ -223,6 +223,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="fail tests that leave more cyclic garbage than their baseline",
     )
     negation("memcheck-gate-cycles", "memcheck_gate_cycles", "do not gate cyclic garbage")
+    option(
+        "--memcheck-native",
+        ini="memcheck_native",
+        ini_type="bool",
+        action="store_true",
+        help="also count native memory: malloc, calloc, realloc, free... called by extension "
+        "modules and the libraries they load (native_peak, native_retained; Linux, glibc)",
+    )
+    negation("memcheck-native", "memcheck_native", "do not count native memory")
 
 
 # The settings the engine resolves (name in [tool.memcheck] → option dest and ini key).
@@ -234,6 +243,7 @@ ENGINE_SETTINGS = {
     "strict": "memcheck_strict",
     "confirm": "memcheck_confirm",
     "gate-cycles": "memcheck_gate_cycles",
+    "native": "memcheck_native",
 }
 
 
@@ -387,6 +397,15 @@ def pytest_configure(config: pytest.Config) -> None:
     distributing = (
         not hasattr(config, "workerinput") and getattr(config.option, "dist", "no") != "no"
     )
+    if engine.native:
+        refusal = native_limits(engine.meter, sys.platform, sys.maxsize > 2**32, _libc())
+        if refusal:
+            raise pytest.UsageError(refusal)
+        if not distributing:  # the xdist controller measures nothing; its workers count
+            try:
+                _engine.enable_native()
+            except _engine.MeterError as e:
+                raise pytest.UsageError(f"--memcheck-native: {e}") from None
     if distributing and sys.flags.dev_mode and not os.environ.get("PYTHONDEVMODE"):
         # The workers measure; they would run without -X dev under baselines labelled dev.
         raise pytest.UsageError(
@@ -447,6 +466,28 @@ def platform_limits(
             "allocates them through Python's allocator and is counted"
         )
     return None, None
+
+
+def native_limits(meter: str, platform: str, is_64bit: bool, libc: str) -> str | None:
+    """Why native memory cannot be counted here, if it cannot: refused at start, never zeros."""
+    if not (platform.startswith("linux") and is_64bit and libc == "glibc"):
+        where = f"{platform} ({libc or 'unknown C library'}, {'64' if is_64bit else '32'}-bit)"
+        return (
+            f"--memcheck-native counts the malloc family through ELF relocations, on 64-bit "
+            f"Linux with glibc only; not on {where}: leave it off here"
+        )
+    if meter != "python":
+        return (
+            f"--memcheck-native counts beside the python meter; the {meter} meter does not "
+            "tell native calls from the interpreter's: use --memcheck-meter=python"
+        )
+    return None
+
+
+def _libc() -> str:
+    import platform
+
+    return platform.libc_ver()[0]
 
 
 def _numpy() -> tuple[int, int] | None:
@@ -602,6 +643,8 @@ class Manager:
     # -- report header -------------------------------------------------------------------
     def pytest_report_header(self, config: pytest.Config) -> str:
         mode = f", update: {self.update}" if self.update else ""
+        if self.engine.native:
+            mode = f", native memory counted{mode}"
         source = self.engine.config_file
         where = f" ({Path(source).name})" if source else ""
         return (
