@@ -351,3 +351,77 @@ def test_native_beside_another_meter_is_a_usage_error(native_project):
     result = native_project.run("--memcheck", "--memcheck-native", "--memcheck-meter=tracemalloc")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--memcheck-native counts beside the python meter*"])
+
+
+REAL = """
+import pytest
+
+PIL = pytest.importorskip("PIL.Image")
+etree = pytest.importorskip("lxml.etree")
+
+KEPT = []
+DOCUMENT = b"<a>" + b"<b x='1'>text</b>" * 2000 + b"</a>"
+
+@pytest.mark.parametrize("size", [(64, 64), (500, 400), (1024, 768)])
+def test_image(size):
+    image = PIL.new("RGB", size)
+    KEPT.append(image.resize((size[0] // 2, size[1] // 2)))
+
+def test_image_freed():
+    image = PIL.new("RGBA", (800, 600)).rotate(45)
+    assert image.size == (800, 600)
+
+def test_xml_tree_kept():
+    KEPT.append(etree.fromstring(DOCUMENT))
+
+def test_xml_tree_freed():
+    assert len(etree.fromstring(DOCUMENT)) == 2000
+
+def test_xml_serialised():
+    assert etree.tostring(etree.fromstring(DOCUMENT)).startswith(b"<a>")
+"""
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("pytest_randomly") is None
+    or importlib.util.find_spec("PIL") is None
+    or importlib.util.find_spec("lxml") is None,
+    reason="needs pytest-randomly, Pillow and lxml",
+)
+def test_real_extensions_are_deterministic_and_gated(project, monkeypatch):
+    """Pillow's image buffers and lxml's trees (libxml2) over shuffled runs: identical figures,
+    and a gate that passes them all in every order."""
+    project.pytester.makepyfile(test_real=REAL)
+    runs = []
+    for seed in (1, 2, 3):
+        monkeypatch.setenv("PYTHONHASHSEED", str(seed))
+        result = project.pytester.runpytest_subprocess(
+            *("-p", "no:cacheprovider", "-p", "no:memray", *ASYNCIO),
+            *("-p", "randomly", f"--randomly-seed={seed}"),
+            *("--memcheck-update=all", "--memcheck-native"),
+        )
+        assert result.ret == 0, result.stdout.str()
+        data = project.baselines("test_real.toml")
+        runs.append(
+            {
+                k: (v["native_peak"], v["native_retained"])
+                for k, v in data.items()
+                if k != "memcheck"
+            }
+        )
+    assert runs[0] == runs[1] == runs[2]
+    figures = runs[0]
+    # The buffers are real: a 1024×768 RGB image is 4 bytes a pixel in Pillow.
+    assert figures["test_image[size2]"][0] >= 1024 * 768 * 4
+    assert figures["test_image[size2]"][1] >= 512 * 384 * 4
+    assert figures["test_xml_tree_kept"][1] > 100_000
+    assert figures["test_xml_tree_freed"] == (figures["test_xml_tree_freed"][0], 0)
+    assert figures["test_image_freed"][1] == 0
+    for seed in (4, 5):
+        result = project.pytester.runpytest_subprocess(
+            *("-p", "no:cacheprovider", "-p", "no:memray", *ASYNCIO),
+            *("-p", "randomly", f"--randomly-seed={seed}"),
+            *("--memcheck", "--memcheck-native"),
+        )
+        assert result.ret == 0, result.stdout.str()
+        assert "7 measured: 7 ok" in result.stdout.str()
