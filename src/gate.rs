@@ -405,6 +405,53 @@ mod tests {
     }
 
     #[test]
+    fn native_figures_are_gated_where_both_exist() {
+        let native = |peak: u64, retained: u64| Entry {
+            native_peak: Some(peak),
+            native_retained: Some(retained),
+            ..entry(1000, 0)
+        };
+        let rules = Rules::default();
+        // limit = 1 MiB × 1.1 + 64 KiB, for each native figure
+        let limit = MIB + MIB / 10 + 64 * 1024;
+        let base = native(MIB, MIB);
+        let v = judge(&native(limit, limit), Some(&base), true, &rules);
+        assert_eq!(v.outcome, Outcome::Ok);
+        assert_eq!(v.checks.len(), 4);
+        let v = judge(&native(MIB, limit + 1), Some(&base), true, &rules);
+        assert_eq!(v.outcome, Outcome::Over);
+        assert_eq!(
+            v.failing().map(|c| c.metric.name()).collect::<Vec<_>>(),
+            ["native_retained"]
+        );
+        assert!(v.failing().next().unwrap().explain().starts_with(
+            "native_retained 1.16 MiB (1218970 B) is over its limit 1.16 MiB (1218969 B)"
+        ));
+        // gate_retained=False spares native_retained too
+        let spared = Rules {
+            retained_ungated: true,
+            ..Rules::default()
+        };
+        assert_eq!(
+            judge(&native(MIB, 10 * MIB), Some(&base), true, &spared).outcome,
+            Outcome::Ok
+        );
+        // counted now, absent from the baseline: new (its python figures are still gated)
+        let old = entry(1000, 0);
+        assert_eq!(
+            judge(&native(MIB, MIB), Some(&old), true, &rules).outcome,
+            Outcome::New
+        );
+        assert_eq!(
+            judge(&entry(10 * MIB, 0), Some(&base), true, &rules).outcome,
+            Outcome::Over
+        );
+        // not counted now: the baseline's native figures are not judged
+        let v = judge(&entry(1000, 0), Some(&base), true, &rules);
+        assert_eq!((v.outcome, v.checks.len()), (Outcome::Ok, 2));
+    }
+
+    #[test]
     fn exact_byte_boundary() {
         let t = Tolerance {
             relative: Percent::from_percent(10),

@@ -528,6 +528,44 @@ mod tests {
     }
 
     #[test]
+    fn native_figures_are_written_only_when_counted_and_kept_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = "tests/test_n.py::test_x";
+        let cov = complete(&[id]);
+        let update = |measured: Entry, mode: UpdateMode| {
+            let mut s = session(dir.path());
+            let r = s
+                .judge(id, measured, None, &MarkerRules::default(), "")
+                .unwrap();
+            s.record(r);
+            s.update(mode, &cov).unwrap()
+        };
+        let path = dir.path().join("tests/test_n.toml");
+        update(entry(1000), UpdateMode::Changed);
+        let plain = fs::read_to_string(&path).unwrap();
+        assert!(!plain.contains("native"), "{plain}");
+        // counted: the entry gains its native figures, though its python ones hold
+        let native = Entry {
+            native_peak: Some(5000),
+            native_retained: Some(10),
+            ..entry(1000)
+        };
+        assert_eq!(update(native, UpdateMode::Changed)[0].written, 1);
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains("native_peak = 5000\nnative_retained = 10\n"),
+            "{text}"
+        );
+        // not counted: neither dropped nor churned, even when the entry is rewritten
+        assert!(update(entry(1000), UpdateMode::Changed).is_empty());
+        assert!(update(entry(1000), UpdateMode::All).is_empty());
+        assert_eq!(update(entry(9_000_000), UpdateMode::Changed)[0].written, 1);
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.contains("native_peak = 5000\n"), "{text}");
+        assert!(text.contains("peak = 9000000\n"), "{text}");
+    }
+
+    #[test]
     fn update_writes_new_then_only_changed() {
         let dir = tempfile::tempdir().unwrap();
         let ids = ["tests/test_a.py::test_x", "tests/test_a.py::test_y"];
