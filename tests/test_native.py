@@ -289,6 +289,7 @@ def test_a_planted_native_leak_fails_at_the_exact_byte(native_project, monkeypat
     text = failed.stdout.str()
     assert "native_retained 1.11 MiB (1165537 B) is over its limit 1.11 MiB (1165536 B)" in text
     assert "native_peak 1.11 MiB (1165537 B) is over its limit" in text
+    assert "native peak 1.11 MiB then 1.11 MiB, native retained 1.11 MiB then 1.11 MiB" in text
     # Without --memcheck-native the same leak is invisible: the python figures did not move.
     blind = native_project.run("--memcheck", *selected)
     assert blind.ret == 0, blind.stdout.str()
@@ -425,3 +426,17 @@ def test_real_extensions_are_deterministic_and_gated(project, monkeypatch):
         )
         assert result.ret == 0, result.stdout.str()
         assert "7 measured: 7 ok" in result.stdout.str()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("xdist") is None, reason="needs pytest-xdist")
+def test_native_under_xdist_equals_serial(native_project):
+    native_project.pytester.makepyfile(test_known=KNOWN)
+    serial = native_entries(native_project)
+    result = native_project.run(
+        "--memcheck-update=all", "--memcheck-native", "--memcheck-confirm=no", "-n", "2"
+    )
+    assert result.ret == 0, result.stdout.str()
+    data = native_project.baselines("test_known.toml")
+    assert serial == {
+        k: (v["native_peak"], v["native_retained"]) for k, v in data.items() if k != "memcheck"
+    }

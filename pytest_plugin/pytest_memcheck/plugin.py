@@ -773,10 +773,18 @@ class Manager:
             message = verdict.message
             if second is not None and verdict.outcome == "over":
                 size = _engine.format_size
+                native = ""
+                if first.native_peak is not None and second.native_peak is not None:
+                    native = (
+                        f", native peak {size(first.native_peak)} then "
+                        f"{size(second.native_peak)}, native retained "
+                        f"{size(first.native_retained or 0)} then "
+                        f"{size(second.native_retained or 0)}"
+                    )
                 message += (
                     f"\n  confirmed by a second measurement: peak {size(first.peak)} then "
                     f"{size(second.peak)}, retained {size(first.retained)} then "
-                    f"{size(second.retained)}; the smaller values are judged"
+                    f"{size(second.retained)}{native}; the smaller values are judged"
                 )
             if diagnosis is not None:
                 judged = first if second is None else first.least(second)
