@@ -6,7 +6,7 @@ use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{Cell, ContentArrangement, Table};
 
 use crate::escape::terminal;
-use crate::gate::Outcome;
+use crate::gate::{Metric, Outcome};
 use crate::session::TestResult;
 use crate::sizes::{format_delta, format_size};
 
@@ -33,6 +33,14 @@ pub fn failure_message(r: &TestResult, update_hint: &str) -> String {
                     format_size(p),
                     format_size(k)
                 ));
+            }
+            if r.checks.iter().any(|c| {
+                c.over() && matches!(c.metric, Metric::NativePeak | Metric::NativeRetained)
+            }) {
+                lines.push(
+                    "  native allocation sites are not named yet: the native figures show how much, not where"
+                        .to_string(),
+                );
             }
             if r.checks.iter().any(|c| c.over() && c.baseline().is_some()) {
                 lines.push(format!("  if the growth is intended, accept it: {update_hint}"));
