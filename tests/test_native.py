@@ -441,3 +441,76 @@ def test_native_under_xdist_equals_serial(native_project):
     assert serial == {
         k: (v["native_peak"], v["native_retained"]) for k, v in data.items() if k != "memcheck"
     }
+
+
+CPP_SOURCE = r"""
+#include <Python.h>
+#include <string>
+#include <vector>
+
+static char *kept[1024];
+static int nkept = 0;
+
+static PyObject *new_keep(PyObject *, PyObject *a) {
+    kept[nkept++] = new char[PyLong_AsSize_t(a)];
+    Py_RETURN_NONE;
+}
+static PyObject *vector_temporary(PyObject *, PyObject *a) {
+    std::vector<char> v(PyLong_AsSize_t(a), 'x');
+    return PyLong_FromSize_t(v.size());
+}
+static PyObject *delete_all(PyObject *, PyObject *) {
+    while (nkept) delete[] kept[--nkept];
+    Py_RETURN_NONE;
+}
+static PyMethodDef methods[] = {
+    {"new_keep", new_keep, METH_O, nullptr},
+    {"vector_temporary", vector_temporary, METH_O, nullptr},
+    {"delete_all", delete_all, METH_NOARGS, nullptr},
+    {nullptr, nullptr, 0, nullptr},
+};
+static PyModuleDef module = {PyModuleDef_HEAD_INIT, "natcpp", nullptr, -1, methods};
+PyMODINIT_FUNC PyInit_natcpp() { return PyModule_Create(&module); }
+"""
+
+
+def test_cpp_new_through_libstdcxx_is_counted(project, tmp_path):
+    """operator new lives in libstdc++, a library the extension loads: its malloc is redirected."""
+    cxx = shutil.which("c++") or shutil.which("g++")
+    if cxx is None:
+        pytest.skip("no C++ compiler")
+    src = tmp_path / "natcpp.cpp"
+    src.write_text(CPP_SOURCE)
+    out = project.path / f"natcpp{sysconfig.get_config_var('EXT_SUFFIX')}"
+    include = sysconfig.get_paths()["include"]
+    subprocess.run(
+        [cxx, "-O2", "-shared", "-fPIC", f"-I{include}", "-o", str(out), str(src)],
+        check=True,
+        capture_output=True,
+    )
+    project.pytester.makepyfile(
+        test_cpp="""
+        import natcpp
+
+        def test_new():
+            natcpp.new_keep(70_000)
+            natcpp.new_keep(1)
+
+        def test_vector():
+            assert natcpp.vector_temporary(123_456) == 123_456
+
+        def test_delete_in_window():
+            natcpp.new_keep(5000)
+            natcpp.delete_all()
+        """
+    )
+    result = project.run("--memcheck-update", "--memcheck-native", "--memcheck-confirm=no")
+    assert result.ret == 0, result.stdout.str()
+    data = project.baselines("test_cpp.toml")
+    got = {k: (v["native_peak"], v["native_retained"]) for k, v in data.items() if k != "memcheck"}
+    assert got == {
+        "test_new": (70_001, 70_001),
+        "test_vector": (123_456, 0),
+        # the two blocks of test_new are older: their delete is ignored
+        "test_delete_in_window": (5000, 0),
+    }
