@@ -4,6 +4,7 @@ malloc family, and native_peak / native_retained equal them to the byte."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import platform
 import re
 import shutil
@@ -513,4 +514,133 @@ def test_cpp_new_through_libstdcxx_is_counted(project, tmp_path):
         "test_vector": (123_456, 0),
         # the two blocks of test_new are older: their delete is ignored
         "test_delete_in_window": (5000, 0),
+    }
+
+
+# rustup and cargo find their homes from HOME, which pytester points at its test directory.
+TOOLCHAIN = {
+    "RUSTUP_HOME": os.environ.get("RUSTUP_HOME", str(Path.home() / ".rustup")),
+    "CARGO_HOME": os.environ.get("CARGO_HOME", str(Path.home() / ".cargo")),
+}
+
+RUST_MANIFEST = """
+[package]
+name = "natrs"
+version = "0.1.0"
+edition = "2021"
+
+[lib]
+crate-type = ["cdylib"]
+
+[dependencies]
+pyo3 = { version = "=PYO3", features = ["extension-module"] }
+"""
+
+RUST_SOURCE = r"""
+use pyo3::prelude::*;
+use std::sync::Mutex;
+
+static KEPT: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+/// A Vec of exactly `n` bytes, kept: Rust's system allocator calls malloc(n).
+#[pyfunction]
+fn vec_keep(n: usize) {
+    KEPT.lock().unwrap().push(Vec::with_capacity(n));
+}
+
+#[pyfunction]
+fn vec_temporary(n: usize) -> usize {
+    let v = vec![1u8; n];
+    std::hint::black_box(&v).len()
+}
+
+/// Page-aligned: Rust asks posix_memalign (or aligned_alloc) for it.
+#[pyfunction]
+fn aligned_temporary(n: usize) -> usize {
+    let layout = std::alloc::Layout::from_size_align(n, 4096).unwrap();
+    unsafe {
+        let p = std::alloc::alloc(layout);
+        std::hint::black_box(p);
+        std::alloc::dealloc(p, layout);
+    }
+    n
+}
+
+#[pyfunction]
+fn drop_all() {
+    KEPT.lock().unwrap().clear();
+}
+
+#[pymodule]
+fn natrs(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    KEPT.lock().unwrap().reserve(1024); // so that keeping a Vec allocates nothing more
+    m.add_function(wrap_pyfunction!(vec_keep, m)?)?;
+    m.add_function(wrap_pyfunction!(vec_temporary, m)?)?;
+    m.add_function(wrap_pyfunction!(aligned_temporary, m)?)?;
+    m.add_function(wrap_pyfunction!(drop_all, m)?)?;
+    Ok(())
+}
+"""
+
+
+def test_pyo3_extension_through_rusts_system_allocator(project, tmp_path_factory):
+    """A pyo3 extension built here with cargo (offline, the pyo3 of our own Cargo.lock)."""
+    cargo = shutil.which("cargo")
+    if cargo is None:
+        pytest.skip("no cargo")
+    root = Path(__file__).resolve().parent.parent
+    lock = (root / "Cargo.lock").read_text()
+    pyo3 = re.search(r'name = "pyo3"\nversion = "([^"]+)"', lock).group(1)
+    crate = tmp_path_factory.mktemp("natrs")
+    (crate / "src").mkdir()
+    (crate / "Cargo.toml").write_text(RUST_MANIFEST.replace("PYO3", pyo3))
+    (crate / "Cargo.lock").write_text(lock)  # the versions our own build uses, all cached
+    (crate / "src" / "lib.rs").write_text(RUST_SOURCE)
+    # Our build's target directory, when it is set (./tasks.sh), keeps pyo3 built across runs.
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or crate / "target") / "natrs-test"
+    env = {
+        **os.environ,
+        **TOOLCHAIN,
+        "PYO3_PYTHON": sys.executable,
+        "CARGO_TARGET_DIR": str(target),
+    }
+    done = subprocess.run(
+        [cargo, "build", "--offline", "-q"],
+        check=False,
+        cwd=crate,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    shutil.copy(
+        target / "debug" / "libnatrs.so",
+        project.path / f"natrs{sysconfig.get_config_var('EXT_SUFFIX')}",
+    )
+    project.pytester.makepyfile(
+        test_rs="""
+        import natrs
+
+        def test_vec_kept():
+            natrs.vec_keep(1_000_000)
+
+        def test_vec_temporary():
+            assert natrs.vec_temporary(54_321) == 54_321
+
+        def test_aligned():
+            natrs.aligned_temporary(10_000)
+
+        def test_drop_older():
+            natrs.drop_all()
+        """
+    )
+    result = project.run("--memcheck-update", "--memcheck-native", "--memcheck-confirm=no")
+    assert result.ret == 0, result.stdout.str()
+    data = project.baselines("test_rs.toml")
+    got = {k: (v["native_peak"], v["native_retained"]) for k, v in data.items() if k != "memcheck"}
+    assert got == {
+        "test_vec_kept": (1_000_000, 1_000_000),
+        "test_vec_temporary": (54_321, 0),
+        "test_aligned": (10_000, 0),
+        "test_drop_older": (0, 0),
     }
