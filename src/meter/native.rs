@@ -13,10 +13,12 @@
 //! - objects that report their buffers with `PyTraceMalloc_Track` (numpy < 2.5): the python
 //!   meter counts those buffers already, and counting their `malloc` too would count them twice.
 //!
-//! `dlopen` is redirected in every object but the C runtime and ourselves (libpython's imports
-//! call it), so an extension imported inside a test is redirected as soon as it is loaded; what
-//! its constructors allocate while it loads is not seen. Otherwise the objects are scanned again
-//! at every window that the loader's counters say something new was loaded.
+//! `dlopen` is redirected in the interpreter only, whose imports call it with a full path, so an
+//! extension imported inside a test is redirected as soon as it is loaded; what its constructors
+//! allocate while it loads is not seen. It is not redirected in extensions: glibc searches a
+//! bare name from the *calling* object's RUNPATH, which would become ours. Objects they load
+//! (ctypes, plugins) are redirected at the next window, which scans again whenever the loader's
+//! counters say something new was loaded.
 //!
 //! Counting follows the python meter's ledger (`ledger.rs`): a block is an address, counted from
 //! its allocation inside the window to its free, with the size requested (not
@@ -128,13 +130,14 @@ mod imp {
             _ => 0,
         };
         let p = call();
-        let size = size.unwrap_or(0);
         if p.is_null() {
-            // Failed, the block is untouched; or realloc(ptr, 0), which freed it.
-            if let (Some(old), false) = (old, size == 0) {
+            // Failed (an overflowing reallocarray too): the block is untouched. Or
+            // realloc(ptr, 0), which freed it.
+            if let (Some(old), false) = (old, size == Some(0)) {
                 ledger().restore(ptr as usize, old);
             }
         } else if counts_here() {
+            let size = size.unwrap_or(0);
             let charge = if old.is_some() || ptr.is_null() {
                 size
             } else {
@@ -281,11 +284,12 @@ mod imp {
         b"linux-gate",
     ];
 
-    /// What may be redirected in `object`: everything, `dlopen` only, or nothing.
+    /// What is redirected in `object`: the malloc family (an extension or a library), `dlopen`
+    /// (the interpreter), or nothing.
     #[derive(PartialEq, Eq)]
     enum Scope {
-        All,
-        DlopenOnly,
+        Allocator,
+        Dlopen,
         Nothing,
     }
 
@@ -299,12 +303,12 @@ mod imp {
             return Scope::Nothing;
         }
         if object.first || object.contains(pyo3::ffi::PyMem_RawMalloc as *const () as usize) {
-            return Scope::DlopenOnly;
+            return Scope::Dlopen;
         }
         if object.imports.iter().any(|i| i.name == TRACK && !i.defined) {
-            return Scope::DlopenOnly;
+            return Scope::Nothing;
         }
-        Scope::All
+        Scope::Allocator
     }
 
     /// Redirect the objects loaded since the last scan.
@@ -332,7 +336,8 @@ mod imp {
                 else {
                     continue;
                 };
-                if scope == Scope::DlopenOnly && name != DLOPEN {
+                // dlopen only in the interpreter (see the module docs), the rest only elsewhere.
+                if (scope == Scope::Dlopen) != (name == DLOPEN) {
                     continue;
                 }
                 // SAFETY: a relocation slot of this object against the function of the same
