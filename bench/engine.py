@@ -73,18 +73,13 @@ def main() -> None:
             _engine.measure("python", empty, ())
             times.append(time.perf_counter() - t0)
         rows.append(
-            (
-                f"fixed cost per test, {heap:,} live objects",
-                f"{statistics.median(times) * 1e6:.0f} µs",
-            )
+            (f"fixed cost per test, {heap:,} live objects", f"{statistics.median(times) * 1e6:.0f} µs")
         )
         del big
         gc.unfreeze()
         gc.collect()
 
-    print(
-        f"engine benchmark — {platform.processor() or platform.machine()}, Python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d')}\n"
-    )
+    print(f"engine benchmark — {platform.processor() or platform.machine()}, Python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d')}\n")
     print("| measure | value |\n|---|---|")
     for name, value in rows:
         print(f"| {name} | {value} |")

@@ -50,7 +50,7 @@ RUN_TIMEOUT = 1800  # seconds per single pytest run
 # suite generation
 # --------------------------------------------------------------------------
 
-ALLOC_TEST = """
+ALLOC_TEST = '''
 def test_alloc_{i}():
     # ~200k small objects: tuples, strs, dicts, lists; all dropped at the end
     keep = []
@@ -60,9 +60,9 @@ def test_alloc_{i}():
     s = "-".join(str(x) for x in range(20_000))
     assert len(keep) == 30_000 and len(d) == 20_000 and s
     del keep, d, s
-"""
+'''
 
-BIG_HEAP_CONFTEST = """
+BIG_HEAP_CONFTEST = '''
 import pytest
 
 
@@ -71,14 +71,14 @@ def big_heap():
     # 1.5M one-element tuples + 1.5M ints = ~3M small live objects (~120 MB),
     # alive for the whole session.
     return [(i,) for i in range(1_500_000)]
-"""
+'''
 
-BIG_HEAP_TEST = """
+BIG_HEAP_TEST = '''
 def test_heap_{i}(big_heap):
     x = big_heap[{i} * 7001 % len(big_heap)][0]
     tmp = [str(x + k) for k in range(100)]
     assert len(tmp) == 100
-"""
+'''
 
 TM_PLUGIN = '''
 """Minimal per-test tracemalloc measurement plugin (benchmark contender)."""
@@ -108,16 +108,11 @@ def _write_module(path: Path, header: str, template: str, indices) -> None:
     path.write_text("".join(parts))
 
 
-def _write_tests(
-    suite_dir: Path, template: str, n: int, per_file: int, prefix: str, header: str = ""
-) -> None:
+def _write_tests(suite_dir: Path, template: str, n: int, per_file: int, prefix: str,
+                 header: str = "") -> None:
     for f, start in enumerate(range(0, n, per_file)):
-        _write_module(
-            suite_dir / f"test_{prefix}_{f:03d}.py",
-            header,
-            template,
-            range(start, min(n, start + per_file)),
-        )
+        _write_module(suite_dir / f"test_{prefix}_{f:03d}.py", header, template,
+                      range(start, min(n, start + per_file)))
 
 
 def generate_suites(root: Path, scale: int) -> dict[str, tuple[Path, int]]:
@@ -149,7 +144,6 @@ def generate_suites(root: Path, scale: int) -> dict[str, tuple[Path, int]]:
 # contender detection
 # --------------------------------------------------------------------------
 
-
 def _plugin_entry_names(dist_names: tuple[str, ...], default: str) -> list[str]:
     """pytest11 entry-point names registered by the given distributions."""
     try:
@@ -170,14 +164,8 @@ def _plugin_entry_names(dist_names: tuple[str, ...], default: str) -> list[str]:
 
 def _help_text(env: dict) -> str:
     try:
-        r = subprocess.run(
-            BASE_CMD + ["--help"],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=120,
-            cwd=tempfile.gettempdir(),
-        )
+        r = subprocess.run(BASE_CMD + ["--help"], capture_output=True, text=True,
+                           env=env, timeout=120, cwd=tempfile.gettempdir())
         return r.stdout + r.stderr
     except Exception as e:  # pragma: no cover
         return f"<pytest --help failed: {e}>"
@@ -186,7 +174,6 @@ def _help_text(env: dict) -> str:
 def _pytest_version() -> str:
     try:
         from importlib.metadata import version
-
         return version("pytest")
     except Exception:
         r = subprocess.run([PY, "-m", "pytest", "--version"], capture_output=True, text=True)
@@ -196,7 +183,6 @@ def _pytest_version() -> str:
 def _dist_version(name: str) -> str | None:
     try:
         from importlib.metadata import version
-
         return version(name)
     except Exception:
         return None
@@ -215,8 +201,7 @@ def build_contenders(wanted: list[str], tmp: Path, plugin_dir: Path, base_env: d
 
     tm_env = dict(base_env)
     tm_env["PYTHONPATH"] = os.pathsep.join(
-        [str(plugin_dir)] + ([base_env["PYTHONPATH"]] if base_env.get("PYTHONPATH") else [])
-    )
+        [str(plugin_dir)] + ([base_env["PYTHONPATH"]] if base_env.get("PYTHONPATH") else []))
 
     baseline_dir = tmp / "memcheck-baselines"
     baseline_dir.mkdir(exist_ok=True)
@@ -227,21 +212,16 @@ def build_contenders(wanted: list[str], tmp: Path, plugin_dir: Path, base_env: d
         elif name == "memcheck":
             if "--memcheck" not in help_txt:
                 contenders[name] = None
-                notes.append(
-                    "memcheck: `--memcheck` option not found in `pytest --help` "
-                    "(pytest-memcheck not installed in this interpreter?) -> n/a"
-                )
+                notes.append("memcheck: `--memcheck` option not found in `pytest --help` "
+                             "(pytest-memcheck not installed in this interpreter?) -> n/a")
             else:
-                contenders[name] = (
-                    no_memray + ["--memcheck", "--memcheck-baseline-dir", str(baseline_dir)],
-                    base_env,
-                )
+                contenders[name] = (no_memray + ["--memcheck", "--memcheck-baseline-dir",
+                                                 str(baseline_dir)], base_env)
         elif name == "memray":
             if "--memray" not in help_txt:
                 contenders[name] = None
-                notes.append(
-                    "memray: pytest-memray not installed (`pip install pytest-memray`) -> n/a"
-                )
+                notes.append("memray: pytest-memray not installed "
+                             "(`pip install pytest-memray`) -> n/a")
             else:
                 contenders[name] = (no_memcheck + ["--memray"], base_env)
         elif name == "tracemalloc":
@@ -255,7 +235,6 @@ def build_contenders(wanted: list[str], tmp: Path, plugin_dir: Path, base_env: d
 # running
 # --------------------------------------------------------------------------
 
-
 class RunError(Exception):
     pass
 
@@ -264,9 +243,8 @@ def run_once(suite_dir: Path, args: list[str], env: dict, cwd: Path) -> float:
     cmd = BASE_CMD + args + [str(suite_dir)]
     t0 = time.perf_counter()
     try:
-        r = subprocess.run(
-            cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=RUN_TIMEOUT
-        )
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd,
+                           timeout=RUN_TIMEOUT)
     except subprocess.TimeoutExpired as e:
         raise RunError(f"timeout after {RUN_TIMEOUT}s: {' '.join(cmd)}") from e
     dt = time.perf_counter() - t0
@@ -315,9 +293,8 @@ def _nproc() -> str:
     return str(len(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else "?"
 
 
-def fmt_cell(
-    times: list[float] | None, plain_med: float | None, err: str | None, is_plain: bool = False
-) -> str:
+def fmt_cell(times: list[float] | None, plain_med: float | None, err: str | None,
+             is_plain: bool = False) -> str:
     if err is not None:
         return "error"
     if times is None:
@@ -332,24 +309,15 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=None, help="runs per contender (default 5)")
     ap.add_argument("--quick", action="store_true", help="2 runs per contender")
-    ap.add_argument(
-        "--scale",
-        type=int,
-        default=1,
-        help="multiply the number of tests in every suite (default 1)",
-    )
-    ap.add_argument(
-        "--suites", default=",".join(ALL_SUITES), help="comma-separated subset of: %(default)s"
-    )
-    ap.add_argument(
-        "--contenders",
-        default=",".join(ALL_CONTENDERS),
-        help="comma-separated subset of: %(default)s (plain is always run)",
-    )
+    ap.add_argument("--scale", type=int, default=1,
+                    help="multiply the number of tests in every suite (default 1)")
+    ap.add_argument("--suites", default=",".join(ALL_SUITES),
+                    help="comma-separated subset of: %(default)s")
+    ap.add_argument("--contenders", default=",".join(ALL_CONTENDERS),
+                    help="comma-separated subset of: %(default)s (plain is always run)")
     ap.add_argument("--keep", action="store_true", help="keep the generated temp dir")
-    ap.add_argument(
-        "--no-warmup", action="store_true", help="skip the untimed warm-up run per suite/contender"
-    )
+    ap.add_argument("--no-warmup", action="store_true",
+                    help="skip the untimed warm-up run per suite/contender")
     opts = ap.parse_args(argv)
 
     runs = opts.runs if opts.runs is not None else (2 if opts.quick else 5)
@@ -382,11 +350,8 @@ def main(argv=None) -> int:
         contenders, notes = build_contenders(cont_wanted, tmp, plugin_dir, base_env)
         active = [c for c in cont_wanted if contenders.get(c) is not None]
 
-        print(
-            f"# pytest-memcheck overhead benchmark: {runs} run(s) per contender, "
-            f"scale {opts.scale}",
-            file=sys.stderr,
-        )
+        print(f"# pytest-memcheck overhead benchmark: {runs} run(s) per contender, "
+              f"scale {opts.scale}", file=sys.stderr)
         for n in notes:
             print(f"# note: {n}", file=sys.stderr)
 
@@ -419,24 +384,20 @@ def main(argv=None) -> int:
                         print(f"# {suite}/{c}: FAILED\n{e}", file=sys.stderr)
                         continue
                     times[(suite, c)].append(dt)
-                    print(
-                        f"# {suite:<12} run {r + 1}/{runs} {c:<12} {dt:7.2f}s",
-                        file=sys.stderr,
-                        flush=True,
-                    )
+                    print(f"# {suite:<12} run {r + 1}/{runs} {c:<12} {dt:7.2f}s",
+                          file=sys.stderr, flush=True)
 
         # ---- report -------------------------------------------------------
         cols = ["plain", "memcheck", "memray", "tracemalloc"]
         cols = [c for c in cols if c in cont_wanted]
         header = ["suite"] + [("plain s" if c == "plain" else f"{c} s (×)") for c in cols]
-        lines = [
-            "| " + " | ".join(header) + " |",
-            "|" + "|".join(["---"] + ["---:"] * len(cols)) + "|",
-        ]
+        lines = ["| " + " | ".join(header) + " |",
+                 "|" + "|".join(["---"] + ["---:"] * len(cols)) + "|"]
         for suite in suites_wanted:
             _, ntests = suites[suite]
             pt = times.get((suite, "plain"))
-            plain_med = statistics.median(pt) if pt and (suite, "plain") not in errors else None
+            plain_med = (statistics.median(pt) if pt and (suite, "plain") not in errors
+                         else None)
             row = [f"{suite} ({ntests} tests)"]
             for c in cols:
                 if contenders.get(c) is None:
@@ -444,21 +405,19 @@ def main(argv=None) -> int:
                     continue
                 key = (suite, c)
                 t = times.get(key)
-                row.append(
-                    fmt_cell(t if t else None, plain_med, errors.get(key), is_plain=(c == "plain"))
-                )
+                row.append(fmt_cell(t if t else None, plain_med, errors.get(key),
+                                    is_plain=(c == "plain")))
             lines.append("| " + " | ".join(row) + " |")
 
         # secondary table: added wall time per test vs plain, in milliseconds
         others = [c for c in cols if c != "plain"]
-        per_test = [
-            "| suite | " + " | ".join(f"{c} ms/test" for c in others) + " |",
-            "|" + "|".join(["---"] + ["---:"] * len(others)) + "|",
-        ]
+        per_test = ["| suite | " + " | ".join(f"{c} ms/test" for c in others) + " |",
+                    "|" + "|".join(["---"] + ["---:"] * len(others)) + "|"]
         for suite in suites_wanted:
             _, ntests = suites[suite]
             pt = times.get((suite, "plain"))
-            plain_med = statistics.median(pt) if pt and (suite, "plain") not in errors else None
+            plain_med = (statistics.median(pt) if pt and (suite, "plain") not in errors
+                         else None)
             row = [suite]
             for c in others:
                 t = times.get((suite, c))
@@ -475,11 +434,9 @@ def main(argv=None) -> int:
         print()
         print("\n".join(lines))
         print()
-        print(
-            f"Median wall-clock seconds of `python -m pytest -q -p no:cacheprovider "
-            f"-p no:randomly <suite>` over {runs} run(s), each in a fresh process "
-            f"(interpreter start-up and collection included); (×) = ratio to plain."
-        )
+        print(f"Median wall-clock seconds of `python -m pytest -q -p no:cacheprovider "
+              f"-p no:randomly <suite>` over {runs} run(s), each in a fresh process "
+              f"(interpreter start-up and collection included); (×) = ratio to plain.")
         print()
         print("Added wall time per test relative to plain (median difference / number of tests):")
         print()

@@ -25,7 +25,6 @@ The plugin wheel is /tmp/memcheck-wheel/*.whl if present, else built from the
 repository with `pip wheel`.  CI is removed from the runs' environment
 (--memcheck-update refuses to write under CI).
 """
-
 from __future__ import annotations
 
 import argparse
@@ -52,53 +51,30 @@ WHEEL_GLOB = "/tmp/memcheck-wheel/*.whl"
 #           package and must import the *installed*, compiled package)
 PROJECTS: dict[str, dict] = {
     "more-itertools": {
-        "version": "11.2.1",
-        "kind": "pure",
-        "deps": [],
-        "tests": ["tests"],
+        "version": "11.2.1", "kind": "pure", "deps": [], "tests": ["tests"],
     },
     "toolz": {
-        "version": "1.2.0",
-        "kind": "pure",
-        "deps": [],
-        "tests": ["toolz"],
+        "version": "1.2.0", "kind": "pure", "deps": [], "tests": ["toolz"],
     },
     "attrs": {
-        "version": "26.1.0",
-        "kind": "pure",
-        "deps": ["hypothesis", "pympler", "cloudpickle"],
-        "tests": ["tests"],
+        "version": "26.1.0", "kind": "pure",
+        "deps": ["hypothesis", "pympler", "cloudpickle"], "tests": ["tests"],
     },
     "six": {
-        "version": "1.17.0",
-        "kind": "pure",
-        "deps": [],
-        "tests": ["test_six.py"],
+        "version": "1.17.0", "kind": "pure", "deps": [], "tests": ["test_six.py"],
     },
     "simplejson": {
-        "version": "4.3.0",
-        "kind": "C",
-        "deps": [],
-        "tests": ["simplejson.tests"],
-        "pyargs": True,
+        "version": "4.3.0", "kind": "C", "deps": [],
+        "tests": ["simplejson.tests"], "pyargs": True,
     },
     "ujson": {
-        "version": "6.1.0",
-        "kind": "C",
-        "deps": [],
-        "tests": ["tests"],
+        "version": "6.1.0", "kind": "C", "deps": [], "tests": ["tests"],
     },
     "msgpack": {
-        "version": "1.2.4",
-        "kind": "C",
-        "deps": [],
-        "tests": ["test"],
+        "version": "1.2.4", "kind": "C", "deps": [], "tests": ["test"],
     },
     "markupsafe": {
-        "version": "3.0.4",
-        "kind": "C",
-        "deps": [],
-        "tests": ["tests"],
+        "version": "3.0.4", "kind": "C", "deps": [], "tests": ["tests"],
     },
 }
 DEFAULT_PROJECTS = ",".join(PROJECTS)
@@ -116,14 +92,8 @@ def sh(cmd, *, cwd=None, env=None, check=True, logfile=None, timeout=None):
     log("$ " + " ".join(str(c) for c in cmd))
     out = open(logfile, "w") if logfile else subprocess.DEVNULL
     try:
-        p = subprocess.run(
-            [str(c) for c in cmd],
-            cwd=cwd,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            timeout=timeout,
-        )
+        p = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, stdout=out,
+                           stderr=subprocess.STDOUT, timeout=timeout)
     finally:
         if logfile:
             out.close()
@@ -137,14 +107,8 @@ def clean_env(hashseed: int | None = None) -> dict:
     env = dict(os.environ)
     for k in list(env):
         # --memcheck-update refuses under CI; also keep pytest config neutral.
-        if k in (
-            "CI",
-            "GITHUB_ACTIONS",
-            "PYTEST_ADDOPTS",
-            "PYTEST_PLUGINS",
-            "PYTHONPATH",
-            "VIRTUAL_ENV",
-        ) or k.startswith("MEMCHECK"):
+        if k in ("CI", "GITHUB_ACTIONS", "PYTEST_ADDOPTS", "PYTEST_PLUGINS",
+                 "PYTHONPATH", "VIRTUAL_ENV") or k.startswith("MEMCHECK"):
             env.pop(k)
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     if hashseed is not None:
@@ -158,34 +122,14 @@ def prepare(name: str, spec: dict, work: Path) -> dict:
     dl = work / "downloads"
     dl.mkdir(parents=True, exist_ok=True)
     norm = name.replace("-", "_").lower()
-    found = [
-        f
-        for f in dl.glob("*.tar.gz")
-        if f.name.lower().replace("-", "_").startswith(f"{norm}_{ver}.")
-    ]
+    found = [f for f in dl.glob("*.tar.gz")
+             if f.name.lower().replace("-", "_").startswith(f"{norm}_{ver}.")]
     if not found:
-        sh(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "-q",
-                "--no-deps",
-                "--no-binary",
-                ":all:",
-                "-d",
-                dl,
-                f"{name}=={ver}",
-            ],
-            env=clean_env(),
-            logfile=work / f"{name}-download.log",
-        )
-        found = [
-            f
-            for f in dl.glob("*.tar.gz")
-            if f.name.lower().replace("-", "_").startswith(f"{norm}_{ver}.")
-        ]
+        sh([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+            "--no-binary", ":all:", "-d", dl, f"{name}=={ver}"],
+           env=clean_env(), logfile=work / f"{name}-download.log")
+        found = [f for f in dl.glob("*.tar.gz")
+                 if f.name.lower().replace("-", "_").startswith(f"{norm}_{ver}.")]
     sdist = found[0]
     src_root = work / "src"
     src = src_root / sdist.name[: -len(".tar.gz")]
@@ -203,16 +147,10 @@ def prepare(name: str, spec: dict, work: Path) -> dict:
         if venv.exists():
             shutil.rmtree(venv)
         sh([sys.executable, "-m", "venv", venv])
-        sh(
-            [py, "-m", "pip", "install", "-q", "-U", "pip"],
-            env=clean_env(),
-            logfile=work / f"{name}-pip.log",
-        )
-        sh(
-            [py, "-m", "pip", "install", "-q", src, *spec["deps"], *BASE_DEPS],
-            env=clean_env(),
-            logfile=work / f"{name}-install.log",
-        )
+        sh([py, "-m", "pip", "install", "-q", "-U", "pip"], env=clean_env(),
+           logfile=work / f"{name}-pip.log")
+        sh([py, "-m", "pip", "install", "-q", src, *spec["deps"], *BASE_DEPS],
+           env=clean_env(), logfile=work / f"{name}-install.log")
         marker.write_text("ok\n")
     return {"src": src, "py": py, "venv": venv}
 
@@ -226,36 +164,23 @@ def memcheck_wheel(work: Path, explicit: str | None = None) -> Path:
     wdir = work / "memcheck-wheel"
     if wdir.exists():
         shutil.rmtree(wdir)
-    sh(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", wdir, REPO],
-        env=clean_env(),
-        logfile=work / "memcheck-wheel.log",
-    )
+    sh([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", wdir, REPO],
+       env=clean_env(), logfile=work / "memcheck-wheel.log")
     return sorted(wdir.glob("*.whl"))[-1]
 
 
 def install_memcheck(info: dict, wheel: Path, work: Path, name: str) -> None:
-    sh(
-        [info["py"], "-m", "pip", "install", "-q", "--force-reinstall", "--no-deps", wheel],
-        env=clean_env(),
-        logfile=work / f"{name}-memcheck-install.log",
-    )
+    sh([info["py"], "-m", "pip", "install", "-q", "--force-reinstall",
+        "--no-deps", wheel], env=clean_env(),
+       logfile=work / f"{name}-memcheck-install.log")
     # its runtime deps (if any), without touching the rest
-    sh(
-        [info["py"], "-m", "pip", "install", "-q", wheel],
-        env=clean_env(),
-        logfile=work / f"{name}-memcheck-install2.log",
-    )
+    sh([info["py"], "-m", "pip", "install", "-q", wheel], env=clean_env(),
+       logfile=work / f"{name}-memcheck-install2.log")
 
 
 def has_option(py: Path, opt: str, cwd: Path) -> bool:
-    p = subprocess.run(
-        [str(py), "-m", "pytest", "--help"],
-        cwd=cwd,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-    )
+    p = subprocess.run([str(py), "-m", "pytest", "--help"], cwd=cwd,
+                       env=clean_env(), capture_output=True, text=True)
     return opt in p.stdout
 
 
@@ -290,46 +215,33 @@ def parse_junit(path: Path) -> dict:
     return res
 
 
-def run_pytest(name, spec, info, work, label, extra, seed, hashseed, plugin_name):
+def run_pytest(name, spec, info, work, label, extra, seed, hashseed,
+               plugin_name):
     src = info["src"]
     cwd = work / "neutral" if spec.get("pyargs") else src
     cwd.mkdir(exist_ok=True)
     junit = work / f"{name}-{label}.xml"
     logf = work / f"{name}-{label}.log"
-    targets = ["--pyargs", *spec["tests"]] if spec.get("pyargs") else list(spec["tests"])
+    targets = (["--pyargs", *spec["tests"]] if spec.get("pyargs")
+               else list(spec["tests"]))
     # -P: do not put cwd on sys.path, so the installed (compiled) package is
     # the one under test, not the uncompiled source tree.
-    cmd = [
-        info["py"],
-        "-P",
-        "-m",
-        "pytest",
-        "-p",
-        "no:cacheprovider",
-        "-p",
-        "randomly",
-        "-p",
-        "no:xdist",
-        f"--randomly-seed={seed}",
-        "--junitxml",
-        junit,
-        "-q",
-        *extra,
-        *targets,
-    ]
+    cmd = [info["py"], "-P", "-m", "pytest", "-p", "no:cacheprovider",
+           "-p", "randomly", "-p", "no:xdist", f"--randomly-seed={seed}",
+           "--junitxml", junit, "-q", *extra, *targets]
     if junit.exists():
         junit.unlink()
     t0 = time.monotonic()
-    rc = sh(cmd, cwd=cwd, env=clean_env(hashseed), check=False, logfile=logf, timeout=RUN_TIMEOUT)
+    rc = sh(cmd, cwd=cwd, env=clean_env(hashseed), check=False, logfile=logf,
+            timeout=RUN_TIMEOUT)
     dt = time.monotonic() - t0
     results = parse_junit(junit)
     log(f"{name} {label}: rc={rc} {len(results)} tests {dt:.1f}s")
     if rc not in (0, 1):
-        log(
-            f"{name} {label}: pytest rc={rc}; log tail:\n"
-            + logf.read_text(errors="replace")[-4000:]
-        )
-    return {"rc": rc, "time": dt, "results": results, "log": logf, "json": None}
+        log(f"{name} {label}: pytest rc={rc}; log tail:\n"
+            + logf.read_text(errors="replace")[-4000:])
+    return {"rc": rc, "time": dt, "results": results, "log": logf,
+            "json": None}
 
 
 def load_peaks(path: Path) -> dict:
@@ -387,26 +299,21 @@ def is_memcheck(msg: str) -> bool:
 def trial(name, spec, work, plugin_name, wheel, peak_runs=True, plain_seeds=(1,)):
     info = prepare(name, spec, work)
     out = {"name": name, "kind": spec["kind"], "version": spec["version"]}
-    plain = run_pytest(
-        name, spec, info, work, "plain", ["-p", f"no:{plugin_name}"], 1, 1, plugin_name
-    )
+    plain = run_pytest(name, spec, info, work, "plain",
+                       ["-p", f"no:{plugin_name}"], 1, 1, plugin_name)
     out["plain"] = plain
     out["plain_extra"] = [
-        run_pytest(
-            name, spec, info, work, f"plain{s}", ["-p", f"no:{plugin_name}"], s, s, plugin_name
-        )
-        for s in plain_seeds
-        if s != 1
-    ]
+        run_pytest(name, spec, info, work, f"plain{s}", ["-p", f"no:{plugin_name}"],
+                   s, s, plugin_name)
+        for s in plain_seeds if s != 1]
     if wheel is None:
         return out
     install_memcheck(info, wheel, work, name)
     base_dir = work / f"{name}-baselines"
     if base_dir.exists():
         shutil.rmtree(base_dir)
-    json_ok = has_option(
-        info["py"], "--memcheck-json", work / "neutral" if spec.get("pyargs") else info["src"]
-    )
+    json_ok = has_option(info["py"], "--memcheck-json",
+                         work / "neutral" if spec.get("pyargs") else info["src"])
     # "--opt=value": before plugins load, pytest takes a separate value of an
     # unknown option for a path when picking the rootdir.
     common = [f"--memcheck-baseline-dir={base_dir}"]
@@ -420,17 +327,15 @@ def trial(name, spec, work, plugin_name, wheel, peak_runs=True, plain_seeds=(1,)
         return ["--memcheck-json", p], p
 
     je, jp = jextra("baseline")
-    base = run_pytest(
-        name, spec, info, work, "baseline", ["--memcheck-update", *common, *je], 1, 1, plugin_name
-    )
+    base = run_pytest(name, spec, info, work, "baseline",
+                      ["--memcheck-update", *common, *je], 1, 1, plugin_name)
     base["json"] = jp
     out["baseline"] = base
     out["gated"] = []
     for s in GATED_SEEDS:
         je, jp = jextra(f"gated{s}")
-        g = run_pytest(
-            name, spec, info, work, f"gated{s}", ["--memcheck", *common, *je], s, s, plugin_name
-        )
+        g = run_pytest(name, spec, info, work, f"gated{s}",
+                       ["--memcheck", *common, *je], s, s, plugin_name)
         g["json"] = jp
         out["gated"].append(g)
     out["json_ok"] = json_ok
@@ -443,17 +348,9 @@ def trial(name, spec, work, plugin_name, wheel, peak_runs=True, plain_seeds=(1,)
             d = work / f"{name}-peaks-seed{s}"
             if d.exists():
                 shutil.rmtree(d)
-            pr = run_pytest(
-                name,
-                spec,
-                info,
-                work,
-                f"peaks{s}",
-                ["--memcheck-update", f"--memcheck-baseline-dir={d}"],
-                s,
-                s,
-                plugin_name,
-            )
+            pr = run_pytest(name, spec, info, work, f"peaks{s}",
+                            ["--memcheck-update", f"--memcheck-baseline-dir={d}"],
+                            s, s, plugin_name)
             out["peak_times"].append(pr["time"])
             peaks.append(load_baseline_peaks(d))
         out["peaks"] = peaks
@@ -463,21 +360,15 @@ def trial(name, spec, work, plugin_name, wheel, peak_runs=True, plain_seeds=(1,)
 # ---------------------------------------------------------------- report
 def summarize(r: dict) -> dict:
     plain = r["plain"]["results"]
-    plain_fail = {
-        t
-        for run in [r["plain"], *r.get("plain_extra", [])]
-        for t, (o, _) in run["results"].items()
-        if o in ("failed", "error")
-    }
-    s = {"tests": len(plain), "plain_fail": len(plain_fail), "plain_time": r["plain"]["time"]}
+    plain_fail = {t for run in [r["plain"], *r.get("plain_extra", [])]
+                  for t, (o, _) in run["results"].items() if o in ("failed", "error")}
+    s = {"tests": len(plain), "plain_fail": len(plain_fail),
+         "plain_time": r["plain"]["time"]}
     if "gated" not in r:
         return s
     s["base_time"] = r["baseline"]["time"]
-    s["base_fail"] = sorted(
-        t
-        for t, (o, _) in r["baseline"]["results"].items()
-        if o in ("failed", "error") and t not in plain_fail
-    )
+    s["base_fail"] = sorted(t for t, (o, _) in r["baseline"]["results"].items()
+                            if o in ("failed", "error") and t not in plain_fail)
     s["gated_times"] = [g["time"] for g in r["gated"]]
     over, alarms, other = set(), {}, {}
     s["over_runs"] = []
@@ -497,8 +388,7 @@ def summarize(r: dict) -> dict:
         missing = set(plain) - set(g["results"])
         if missing:
             other.setdefault("<missing from gated run>", []).append(
-                (seed, f"{len(missing)} tests missing, e.g. {sorted(missing)[:3]}")
-            )
+                (seed, f"{len(missing)} tests missing, e.g. {sorted(missing)[:3]}"))
     s["over"] = len(over)
     s["alarms"] = alarms
     s["other"] = other
@@ -526,68 +416,46 @@ def summarize(r: dict) -> dict:
 
 
 def table(rows) -> str:
-    hdr = (
-        "| project | kind | tests | plain s | baseline s | gated s (3 runs) "
-        "| over budget (per run: union) | false alarms | identical peak (4 runs) |"
-    )
+    hdr = ("| project | kind | tests | plain s | baseline s | gated s (3 runs) "
+           "| over budget (per run: union) | false alarms | identical peak (4 runs) |")
     lines = [hdr, "|" + "---|" * 9]
     for r, s in rows:
         if "gated" not in r:
-            lines.append(
-                f"| {r['name']} {r['version']} | {r['kind']} | "
-                f"{s['tests']} | {s['plain_time']:.1f} | - | - | - | - | - |"
-            )
+            lines.append(f"| {r['name']} {r['version']} | {r['kind']} | "
+                         f"{s['tests']} | {s['plain_time']:.1f} | - | - | - | - | - |")
             continue
         g = " / ".join(f"{t:.1f}" for t in s["gated_times"])
         lines.append(
             f"| {r['name']} {r['version']} | {r['kind']} | {s['tests']} | "
             f"{s['plain_time']:.1f} | {s['base_time']:.1f} | {g} | "
             f"{'/'.join(map(str, s['over_runs']))}: {s['over']} | "
-            f"{len(s['alarms'])} | {s['identical']} |"
-        )
+            f"{len(s['alarms'])} | {s['identical']} |")
     return "\n".join(lines)
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", default="/tmp/memcheck-real-suites")
-    ap.add_argument(
-        "--projects", default=DEFAULT_PROJECTS, help=f"comma list from: {', '.join(PROJECTS)}"
-    )
-    ap.add_argument(
-        "--prepare-only",
-        action="store_true",
-        help="download, build venvs and do the plain runs only",
-    )
-    ap.add_argument(
-        "--wait-ready",
-        action="store_true",
-        help=f"wait (<=60 min) for {READY_FILE} before installing the plugin",
-    )
-    ap.add_argument(
-        "--plugin-name", default="memcheck", help="pytest plugin name used for -p no:NAME"
-    )
-    ap.add_argument(
-        "--wheel",
-        default=None,
-        help="pytest-memcheck wheel to install (default: "
-        f"{WHEEL_GLOB} if present, else build one from {REPO})",
-    )
-    ap.add_argument(
-        "--plain-seeds",
-        default="1",
-        help="seeds of the plain runs (e.g. 1,2,3,4 to tell the suite's own "
-        "order-dependent failures from the plugin's)",
-    )
-    ap.add_argument(
-        "--no-peak-runs",
-        action="store_true",
-        help="skip the 3 extra --memcheck-update runs (seeds 2-4, fresh "
-        "baseline dirs) used to count tests with identical peaks",
-    )
-    ap.add_argument("--report-json", default=None, help="also write the summary as JSON here")
+    ap.add_argument("--projects", default=DEFAULT_PROJECTS,
+                    help=f"comma list from: {', '.join(PROJECTS)}")
+    ap.add_argument("--prepare-only", action="store_true",
+                    help="download, build venvs and do the plain runs only")
+    ap.add_argument("--wait-ready", action="store_true",
+                    help=f"wait (<=60 min) for {READY_FILE} before installing the plugin")
+    ap.add_argument("--plugin-name", default="memcheck",
+                    help="pytest plugin name used for -p no:NAME")
+    ap.add_argument("--wheel", default=None,
+                    help="pytest-memcheck wheel to install (default: "
+                    f"{WHEEL_GLOB} if present, else build one from {REPO})")
+    ap.add_argument("--plain-seeds", default="1",
+                    help="seeds of the plain runs (e.g. 1,2,3,4 to tell the suite's own "
+                    "order-dependent failures from the plugin's)")
+    ap.add_argument("--no-peak-runs", action="store_true",
+                    help="skip the 3 extra --memcheck-update runs (seeds 2-4, fresh "
+                    "baseline dirs) used to count tests with identical peaks")
+    ap.add_argument("--report-json", default=None,
+                    help="also write the summary as JSON here")
     a = ap.parse_args()
     work = Path(a.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -612,15 +480,8 @@ def main() -> int:
     rows = []
     for n in names:
         try:
-            r = trial(
-                n,
-                PROJECTS[n],
-                work,
-                a.plugin_name,
-                wheel,
-                not a.no_peak_runs,
-                [int(x) for x in a.plain_seeds.split(",")],
-            )
+            r = trial(n, PROJECTS[n], work, a.plugin_name, wheel, not a.no_peak_runs,
+                      [int(x) for x in a.plain_seeds.split(",")])
         except Exception as e:  # keep going with other projects
             log(f"{n}: ERROR {e}")
             continue
@@ -630,10 +491,8 @@ def main() -> int:
     print(table(rows))
     for r, s in rows:
         if s["plain_fail"]:
-            print(
-                f"\n{r['name']}: {s['plain_fail']} test(s) fail without the plugin "
-                "(the suite's own)"
-            )
+            print(f"\n{r['name']}: {s['plain_fail']} test(s) fail without the plugin "
+                  "(the suite's own)")
         if "gated" not in r:
             continue
         if s.get("spread"):
@@ -652,18 +511,12 @@ def main() -> int:
         if s["other"]:
             print(f"\n### {r['name']}: other gated-only failures ({len(s['other'])})")
             for t, lst in list(s["other"].items())[:5]:
-                print(
-                    f"- `{t}` (seeds {','.join(str(x[0]) for x in lst)}):\n"
-                    f"```\n{lst[0][1][:3000]}\n```"
-                )
+                print(f"- `{t}` (seeds {','.join(str(x[0]) for x in lst)}):\n"
+                      f"```\n{lst[0][1][:3000]}\n```")
     if a.report_json:
-        Path(a.report_json).write_text(
-            json.dumps(
-                [{"name": r["name"], **{k: v for k, v in s.items()}} for r, s in rows],
-                indent=2,
-                default=str,
-            )
-        )
+        Path(a.report_json).write_text(json.dumps(
+            [{"name": r["name"], **{k: v for k, v in s.items()}}
+             for r, s in rows], indent=2, default=str))
     return 0
 
 

@@ -23,17 +23,7 @@ def run(cwd: Path, *args: str) -> tuple[float, int]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t0 = time.perf_counter()
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:randomly",
-            "-p",
-            "no:cacheprovider",
-            *args,
-        ],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider", *args],
         cwd=cwd,
         check=True,
         stdout=subprocess.DEVNULL,
@@ -67,9 +57,7 @@ def main() -> None:
             gated, _ = run(root, "--memcheck", "tests")
             files = len(list((root / "baselines").rglob("*.toml")))
             count = n * TESTS_PER_MODULE
-            print(
-                f"| {count:,} | {files:,} | {plain:.1f} | {update:.1f} | {gated:.1f} | {gated / count * 1000:.2f} ms |"
-            )
+            print(f"| {count:,} | {files:,} | {plain:.1f} | {update:.1f} | {gated:.1f} | {gated / count * 1000:.2f} ms |")
 
 
 if __name__ == "__main__":
