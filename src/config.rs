@@ -47,6 +47,7 @@ struct FileSettings {
     confirm: Option<bool>,
     gate_cycles: Option<bool>,
     allow_outside_root: Option<bool>,
+    native: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -76,6 +77,8 @@ pub struct Settings {
     /// Re-measure an over-budget test once before failing it.
     pub confirm: bool,
     pub gate_cycles: bool,
+    /// Also count native memory (the malloc family called by extensions), Linux only.
+    pub native: bool,
     /// Allow a baseline directory that resolves outside the project root (through `..`, an
     /// absolute path or a symlink). Only from the config file: a deliberate, reviewed choice.
     pub allow_outside_root: bool,
@@ -95,6 +98,7 @@ impl Default for Settings {
             strict: false,
             confirm: true,
             gate_cycles: false,
+            native: false,
             allow_outside_root: false,
             baseline_dir_from_option: false,
             source: None,
@@ -103,7 +107,7 @@ impl Default for Settings {
 }
 
 /// Option names as the user types them, keyed by setting.
-pub const OPTIONS: [(&str, &str); 7] = [
+pub const OPTIONS: [(&str, &str); 8] = [
     ("tolerance", "--memcheck-tolerance"),
     ("floor", "--memcheck-floor"),
     ("baseline-dir", "--memcheck-baseline-dir"),
@@ -111,6 +115,7 @@ pub const OPTIONS: [(&str, &str); 7] = [
     ("strict", "--memcheck-strict"),
     ("confirm", "--memcheck-confirm"),
     ("gate-cycles", "--memcheck-gate-cycles"),
+    ("native", "--memcheck-native"),
 ];
 
 fn parse_bool(text: &str, origin: &str) -> Result<bool> {
@@ -186,6 +191,7 @@ fn apply(s: &mut Settings, name: &str, value: &str, origin: &str) -> Result<()> 
         "strict" => s.strict = parse_bool(value, origin)?,
         "confirm" => s.confirm = parse_bool(value, origin)?,
         "gate-cycles" => s.gate_cycles = parse_bool(value, origin)?,
+        "native" => s.native = parse_bool(value, origin)?,
         _ => return Err(Error::usage(origin, "unknown setting")),
     }
     Ok(())
@@ -233,6 +239,7 @@ fn apply_file(
     s.strict = file.strict.unwrap_or(s.strict);
     s.confirm = file.confirm.unwrap_or(s.confirm);
     s.gate_cycles = file.gate_cycles.unwrap_or(s.gate_cycles);
+    s.native = file.native.unwrap_or(s.native);
     s.allow_outside_root = file.allow_outside_root.unwrap_or(s.allow_outside_root);
     Ok(())
 }

@@ -228,6 +228,9 @@ fn entry() -> impl Strategy<Value = Entry> {
                 cycles,
                 peak_max: peak_max.map(|m| m.max(peak)),
                 retained_max: retained_max.map(|m| m.max(retained)),
+                // Native figures, present in about half the entries, so both forms round-trip.
+                native_peak: (cycles % 2 == 1).then_some(peak / 3),
+                native_retained: (cycles % 2 == 1).then_some(retained / 3),
             },
         )
 }

@@ -20,6 +20,13 @@ pub const DEFAULT_TOLERANCE: Tolerance = Tolerance {
     floor: 64 * 1024,
 };
 
+/// Defaults for the native figures: the same as the python meter's until real suites say
+/// otherwise (README, "Native memory"); they catch +20 % on 1 MiB like the others.
+pub const DEFAULT_NATIVE_TOLERANCE: Tolerance = Tolerance {
+    relative: Percent::from_percent(10),
+    floor: 64 * 1024,
+};
+
 impl Tolerance {
     /// The highest value that still passes.
     pub fn limit(&self, baseline: u64) -> u64 {
@@ -47,6 +54,9 @@ pub enum Metric {
     Peak,
     Retained,
     Cycles,
+    /// Native memory (`--memcheck-native`), gated only where both values exist.
+    NativePeak,
+    NativeRetained,
 }
 
 impl Metric {
@@ -55,6 +65,8 @@ impl Metric {
             Metric::Peak => "peak",
             Metric::Retained => "retained",
             Metric::Cycles => "cycles",
+            Metric::NativePeak => "native_peak",
+            Metric::NativeRetained => "native_retained",
         }
     }
 
@@ -63,6 +75,8 @@ impl Metric {
             Metric::Peak => e.peak,
             Metric::Retained => e.retained,
             Metric::Cycles => e.cycles,
+            Metric::NativePeak => e.native_peak.unwrap_or(0),
+            Metric::NativeRetained => e.native_retained.unwrap_or(0),
         }
     }
 
@@ -71,7 +85,8 @@ impl Metric {
         match self {
             Metric::Peak => e.peak_max,
             Metric::Retained => e.retained_max,
-            Metric::Cycles => None,
+            // Native figures are recorded without a spread while they are new.
+            Metric::Cycles | Metric::NativePeak | Metric::NativeRetained => None,
         }
     }
 
@@ -293,6 +308,8 @@ impl Verdict {
 pub struct Rules {
     pub tolerance: Option<Tolerance>,
     pub cycles_tolerance: Option<Tolerance>,
+    /// For native_peak and native_retained; DEFAULT_NATIVE_TOLERANCE when None.
+    pub native_tolerance: Option<Tolerance>,
     pub peak_limit: Option<(u64, &'static str)>,
     pub retained_limit: Option<(u64, &'static str)>,
     pub gate_cycles: bool,
@@ -347,6 +364,38 @@ pub fn judge(
             });
         }
     }
+    // Native figures: compared where this run counted them and the baseline holds them.
+    let native_tolerance = rules.native_tolerance.unwrap_or(DEFAULT_NATIVE_TOLERANCE);
+    for (metric, now, then) in [
+        (
+            Metric::NativePeak,
+            measured.native_peak,
+            baseline.and_then(|b| b.native_peak),
+        ),
+        (
+            Metric::NativeRetained,
+            measured.native_retained,
+            baseline.and_then(|b| b.native_retained),
+        ),
+    ] {
+        if metric == Metric::NativeRetained && rules.retained_ungated {
+            continue;
+        }
+        if let (Some(now), Some(then), true) = (now, then, env_matches) {
+            checks.push(Check {
+                metric,
+                measured: now,
+                budget: Budget::Relative {
+                    baseline: then,
+                    tolerance: native_tolerance,
+                },
+            });
+        }
+    }
+    // Native figures counted now but absent from the baseline: they have no baseline yet.
+    let native_new = env_matches
+        && measured.native_peak.is_some()
+        && baseline.is_some_and(|b| b.native_peak.is_none());
     if let (true, Some(b), true) = (rules.gate_cycles, baseline, env_matches) {
         checks.push(Check {
             metric: Metric::Cycles,
@@ -362,7 +411,7 @@ pub fn judge(
     }
     let outcome = if checks.iter().any(Check::over) {
         Outcome::Over
-    } else if baseline.is_none() {
+    } else if baseline.is_none() || native_new {
         Outcome::New
     } else if !env_matches {
         Outcome::EnvMismatch
@@ -417,6 +466,53 @@ mod tests {
             &Rules::default(),
         );
         assert_eq!(v.outcome, Outcome::Ok);
+    }
+
+    #[test]
+    fn native_figures_are_gated_where_both_exist() {
+        let native = |peak: u64, retained: u64| Entry {
+            native_peak: Some(peak),
+            native_retained: Some(retained),
+            ..entry(1000, 0)
+        };
+        let rules = Rules::default();
+        // limit = 1 MiB × 1.1 + 64 KiB, for each native figure
+        let limit = MIB + MIB / 10 + 64 * 1024;
+        let base = native(MIB, MIB);
+        let v = judge(&native(limit, limit), Some(&base), true, &rules);
+        assert_eq!(v.outcome, Outcome::Ok);
+        assert_eq!(v.checks.len(), 4);
+        let v = judge(&native(MIB, limit + 1), Some(&base), true, &rules);
+        assert_eq!(v.outcome, Outcome::Over);
+        assert_eq!(
+            v.failing().map(|c| c.metric.name()).collect::<Vec<_>>(),
+            ["native_retained"]
+        );
+        assert!(v.failing().next().unwrap().explain().starts_with(
+            "native_retained 1.16 MiB (1218970 B) is over its limit 1.16 MiB (1218969 B)"
+        ));
+        // gate_retained=False spares native_retained too
+        let spared = Rules {
+            retained_ungated: true,
+            ..Rules::default()
+        };
+        assert_eq!(
+            judge(&native(MIB, 10 * MIB), Some(&base), true, &spared).outcome,
+            Outcome::Ok
+        );
+        // counted now, absent from the baseline: new (its python figures are still gated)
+        let old = entry(1000, 0);
+        assert_eq!(
+            judge(&native(MIB, MIB), Some(&old), true, &rules).outcome,
+            Outcome::New
+        );
+        assert_eq!(
+            judge(&entry(10 * MIB, 0), Some(&base), true, &rules).outcome,
+            Outcome::Over
+        );
+        // not counted now: the baseline's native figures are not judged
+        let v = judge(&entry(1000, 0), Some(&base), true, &rules);
+        assert_eq!((v.outcome, v.checks.len()), (Outcome::Ok, 2));
     }
 
     #[test]

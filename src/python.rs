@@ -35,12 +35,19 @@ pub struct Measurement {
     peak_max: Option<u64>,
     #[pyo3(get)]
     retained_max: Option<u64>,
+    /// Native memory (`--memcheck-native`), None when it was not counted.
+    #[pyo3(get)]
+    native_peak: Option<u64>,
+    #[pyo3(get)]
+    native_retained: Option<u64>,
 }
 
 #[pymethods]
 impl Measurement {
     #[new]
-    #[pyo3(signature = (peak, retained, allocations=0, cycles=0, disturbed=None, *, peak_max=None, retained_max=None))]
+    // Python's constructor: one keyword argument per figure, as the stub shows.
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (peak, retained, allocations=0, cycles=0, disturbed=None, *, peak_max=None, retained_max=None, native_peak=None, native_retained=None))]
     fn new(
         peak: u64,
         retained: u64,
@@ -49,6 +56,8 @@ impl Measurement {
         disturbed: Option<String>,
         peak_max: Option<u64>,
         retained_max: Option<u64>,
+        native_peak: Option<u64>,
+        native_retained: Option<u64>,
     ) -> Self {
         Measurement {
             peak,
@@ -58,6 +67,8 @@ impl Measurement {
             disturbed,
             peak_max,
             retained_max,
+            native_peak,
+            native_retained,
         }
     }
 
@@ -78,6 +89,8 @@ impl Measurement {
             disturbed: self.disturbed.clone().or_else(|| other.disturbed.clone()),
             peak_max: None,
             retained_max: None,
+            native_peak: least(self.native_peak, other.native_peak),
+            native_retained: least(self.native_retained, other.native_retained),
         }
     }
 
@@ -89,10 +102,21 @@ impl Measurement {
         if let Some(m) = self.retained_max {
             spread.push_str(&format!(", retained_max={m}"));
         }
+        if let (Some(p), Some(r)) = (self.native_peak, self.native_retained) {
+            spread.push_str(&format!(", native_peak={p}, native_retained={r}"));
+        }
         format!(
             "Measurement(peak={}, retained={}, allocations={}, cycles={}, disturbed={:?}{spread})",
             self.peak, self.retained, self.allocations, self.cycles, self.disturbed
         )
+    }
+}
+
+/// The smaller of two optional figures; one that was not counted stays not counted.
+fn least(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        _ => a.or(b),
     }
 }
 
@@ -105,6 +129,8 @@ impl Measurement {
             cycles: self.cycles,
             peak_max: self.peak_max,
             retained_max: self.retained_max,
+            native_peak: self.native_peak,
+            native_retained: self.native_retained,
         }
     }
 }
@@ -119,6 +145,8 @@ impl From<meter::Measurement> for Measurement {
             disturbed: m.disturbed,
             peak_max: None,
             retained_max: None,
+            native_peak: m.native_peak,
+            native_retained: m.native_retained,
         }
     }
 }
@@ -193,6 +221,13 @@ fn escape_command(text: &str) -> String {
 #[pyfunction]
 fn escape_markdown(text: &str) -> String {
     crate::escape::markdown(text)
+}
+
+/// Count native memory (the malloc family called by extensions) in every later window of the
+/// python meter; raises MeterError saying why it cannot be counted here.
+#[pyfunction]
+fn enable_native() -> PyResult<()> {
+    meter::enable_native().map_err(|e| Error::Meter(e).into())
 }
 
 /// Bytes held by the python meter's own bookkeeping.
@@ -391,6 +426,12 @@ impl Session {
         self.inner.settings.meter.name()
     }
 
+    /// Native memory is counted (`--memcheck-native`).
+    #[getter]
+    fn native(&self) -> bool {
+        self.inner.settings.native
+    }
+
     #[getter]
     fn strict(&self) -> bool {
         self.inner.settings.strict
@@ -480,6 +521,8 @@ impl Session {
                 disturbed,
                 peak_max: e.peak_max,
                 retained_max: e.retained_max,
+                native_peak: e.native_peak,
+                native_retained: e.native_retained,
             },
             more,
         ))
@@ -657,6 +700,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(dump_stem, m)?)?;
     m.add_function(wrap_pyfunction!(escape_terminal, m)?)?;
     m.add_function(wrap_pyfunction!(meter_footprint, m)?)?;
+    m.add_function(wrap_pyfunction!(enable_native, m)?)?;
     m.add_function(wrap_pyfunction!(exclude_threads_running_now, m)?)?;
     m.add_function(wrap_pyfunction!(escape_command, m)?)?;
     m.add_function(wrap_pyfunction!(escape_markdown, m)?)?;

@@ -27,6 +27,21 @@ pub fn failure_message(r: &TestResult, update_hint: &str) -> String {
                 r.measured.allocations,
                 r.measured.cycles
             ));
+            if let (Some(p), Some(k)) = (r.measured.native_peak, r.measured.native_retained) {
+                lines.push(format!(
+                    "  native (malloc family of extensions): peak {}, retained {}",
+                    format_size(p),
+                    format_size(k)
+                ));
+            }
+            if r.checks.iter().any(|c| {
+                c.over() && matches!(c.metric, Metric::NativePeak | Metric::NativeRetained)
+            }) {
+                lines.push(
+                    "  native allocation sites are not named yet: the native figures show how much, not where"
+                        .to_string(),
+                );
+            }
             if r.checks.iter().any(|c| c.over() && c.baseline().is_some()) {
                 lines.push(format!("  if the growth is intended, accept it: {update_hint}"));
             }
@@ -69,23 +84,34 @@ pub fn summary_table(results: &[TestResult], stale: &[String], verbose: bool) ->
     if rows.is_empty() && stale.is_empty() {
         return None;
     }
+    // Native columns only when this run counted native memory (`--memcheck-native`).
+    let native = rows.iter().any(|r| r.measured.native_peak.is_some());
+    let mut header = vec![
+        "outcome",
+        "test",
+        "peak",
+        "Δ peak",
+        "retained",
+        "Δ retained",
+        "allocations",
+    ];
+    if native {
+        header.extend([
+            "native peak",
+            "Δ native peak",
+            "native retained",
+            "Δ native retained",
+        ]);
+    }
     let mut table = Table::new();
     table
         .load_preset(UTF8_FULL_CONDENSED)
         // Node ids stay on one line, whatever the terminal width: they are copied and grepped.
         .set_content_arrangement(ContentArrangement::Disabled)
-        .set_header([
-            "outcome",
-            "test",
-            "peak",
-            "Δ peak",
-            "retained",
-            "Δ retained",
-            "allocations",
-        ]);
+        .set_header(header.clone());
     for r in rows {
         let base = r.baseline;
-        table.add_row([
+        let mut row = vec![
             Cell::new(r.outcome.name()),
             Cell::new(terminal(&r.nodeid)),
             Cell::new(format_size(r.measured.peak)),
@@ -99,18 +125,27 @@ pub fn summary_table(results: &[TestResult], stale: &[String], verbose: bool) ->
                 base.map(|b| b.retained_max.unwrap_or(b.retained)),
             )),
             Cell::new(r.measured.allocations),
-        ]);
+        ];
+        if native {
+            let show = |v: Option<u64>| v.map(format_size).unwrap_or_default();
+            let m = &r.measured;
+            row.extend([
+                Cell::new(show(m.native_peak)),
+                Cell::new(m.native_peak.map_or(String::new(), |v| {
+                    delta(v, base.and_then(|b| b.native_peak))
+                })),
+                Cell::new(show(m.native_retained)),
+                Cell::new(m.native_retained.map_or(String::new(), |v| {
+                    delta(v, base.and_then(|b| b.native_retained))
+                })),
+            ]);
+        }
+        table.add_row(row);
     }
     for s in stale {
-        table.add_row([
-            Cell::new("stale"),
-            Cell::new(terminal(s)),
-            Cell::new(""),
-            Cell::new(""),
-            Cell::new(""),
-            Cell::new(""),
-            Cell::new(""),
-        ]);
+        let mut row = vec![Cell::new("stale"), Cell::new(terminal(s))];
+        row.resize_with(header.len(), || Cell::new(""));
+        table.add_row(row);
     }
     Some(table.to_string())
 }

@@ -231,11 +231,15 @@ impl Session {
                 .transpose()
         };
         let mut tolerance = self.settings.tolerance;
+        // A marker's tolerance and floor hold for the native figures too.
+        let mut native_tolerance = crate::gate::DEFAULT_NATIVE_TOLERANCE;
         if let Some(t) = &marks.tolerance {
             tolerance.relative = parse_percent(t, &origin("tolerance"))?;
+            native_tolerance.relative = tolerance.relative;
         }
         if let Some(f) = size(&marks.floor, "floor")? {
             tolerance.floor = f;
+            native_tolerance.floor = f;
         }
         Ok(Rules {
             tolerance: Some(tolerance),
@@ -243,6 +247,7 @@ impl Session {
                 relative: Default::default(),
                 floor: 0,
             }),
+            native_tolerance: Some(native_tolerance),
             peak_limit: size(&marks.peak, "peak")?.map(|l| (l, marks.peak_origin)),
             retained_limit: size(&marks.retained, "retained")?.map(|l| (l, marks.retained_origin)),
             gate_cycles: marks.gate_cycles.unwrap_or(self.settings.gate_cycles),
@@ -420,6 +425,14 @@ impl Session {
             existing.insert(module.clone(), (path.clone(), BaselineFile::read(&path)?));
         }
         let tolerance = self.settings.tolerance;
+        let native_tolerance = crate::gate::DEFAULT_NATIVE_TOLERANCE;
+        // A native figure holds when this run did not count it, or the baseline has it within
+        // tolerance; one counted now and missing from the baseline is written.
+        let native_holds = |old: Option<u64>, now: Option<u64>| match (old, now) {
+            (_, None) => true,
+            (None, Some(_)) => false,
+            (Some(old), Some(now)) => native_tolerance.holds(old, now),
+        };
         let mut changes = Vec::new();
         for (module, (path, old)) in existing {
             let results = by_module.get(&module).map(Vec::as_slice).unwrap_or(&[]);
@@ -454,11 +467,21 @@ impl Session {
                         mode == UpdateMode::Changed
                             && crate::spread::covers(old, &r.measured, &tolerance)
                             && (!self.settings.gate_cycles || old.cycles == r.measured.cycles)
+                            && native_holds(old.native_peak, r.measured.native_peak)
+                            && native_holds(old.native_retained, r.measured.native_retained)
                     }
                     None => false,
                 };
-                if !keep && file.entries.get(&key) != Some(&r.measured) {
-                    file.entries.insert(key, r.measured);
+                let mut measured = r.measured;
+                if measured.native_peak.is_none() {
+                    // A run that did not count native memory keeps the native baseline as it is.
+                    if let Some(old) = file.entries.get(&key) {
+                        measured.native_peak = old.native_peak;
+                        measured.native_retained = old.native_retained;
+                    }
+                }
+                if !keep && file.entries.get(&key) != Some(&measured) {
+                    file.entries.insert(key, measured);
                     written += 1;
                 }
             }
@@ -539,6 +562,44 @@ mod tests {
 
             accept_environment: false,
         }
+    }
+
+    #[test]
+    fn native_figures_are_written_only_when_counted_and_kept_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = "tests/test_n.py::test_x";
+        let cov = complete(&[id]);
+        let update = |measured: Entry, mode: UpdateMode| {
+            let mut s = session(dir.path());
+            let r = s
+                .judge(id, measured, None, &MarkerRules::default(), "")
+                .unwrap();
+            s.record(r);
+            s.update(mode, &cov).unwrap()
+        };
+        let path = dir.path().join("tests/test_n.toml");
+        update(entry(1000), UpdateMode::Changed);
+        let plain = fs::read_to_string(&path).unwrap();
+        assert!(!plain.contains("native"), "{plain}");
+        // counted: the entry gains its native figures, though its python ones hold
+        let native = Entry {
+            native_peak: Some(5000),
+            native_retained: Some(10),
+            ..entry(1000)
+        };
+        assert_eq!(update(native, UpdateMode::Changed)[0].written, 1);
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains("native_peak = 5000\nnative_retained = 10\n"),
+            "{text}"
+        );
+        // not counted: neither dropped nor churned, even when the entry is rewritten
+        assert!(update(entry(1000), UpdateMode::Changed).is_empty());
+        assert!(update(entry(1000), UpdateMode::All).is_empty());
+        assert_eq!(update(entry(9_000_000), UpdateMode::Changed)[0].written, 1);
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.contains("native_peak = 5000\n"), "{text}");
+        assert!(text.contains("peak = 9000000\n"), "{text}");
     }
 
     #[test]

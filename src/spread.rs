@@ -16,14 +16,23 @@ fn differs(a: u64, b: u64, t: &Tolerance) -> bool {
     a.max(b) > t.limit(a.min(b))
 }
 
-/// The smaller values, metric by metric, without a spread.
+/// The smaller values, metric by metric, without a spread. Native figures stay absent unless
+/// every measurement counted them.
 fn least(runs: &[Entry]) -> Entry {
     let min = |f: fn(&Entry) -> u64| runs.iter().map(f).min().unwrap_or(0);
+    let min_counted = |f: fn(&Entry) -> Option<u64>| {
+        runs.iter()
+            .map(f)
+            .collect::<Option<Vec<u64>>>()
+            .and_then(|v| v.into_iter().min())
+    };
     Entry {
         peak: min(|e| e.peak),
         retained: min(|e| e.retained),
         allocations: min(|e| e.allocations),
         cycles: min(|e| e.cycles),
+        native_peak: min_counted(|e| e.native_peak),
+        native_retained: min_counted(|e| e.native_retained),
         ..Entry::default()
     }
 }

@@ -19,6 +19,8 @@ class Measurement:
     intact: bool
     peak_max: int | None
     retained_max: int | None
+    native_peak: int | None
+    native_retained: int | None
     def __init__(
         self,
         peak: int,
@@ -29,6 +31,8 @@ class Measurement:
         *,
         peak_max: int | None = None,
         retained_max: int | None = None,
+        native_peak: int | None = None,
+        native_retained: int | None = None,
     ) -> None: ...
     def least(self, other: Measurement) -> Measurement: ...
 
@@ -58,6 +62,7 @@ class Session:
     baseline_dir: Path
     meter: str
     strict: bool
+    native: bool
     confirm: bool
     config_file: Path | None
     thresholds: str
@@ -106,6 +111,9 @@ def measure(
     kwargs: dict[str, Any | None] = None,
 ) -> tuple[Any, Measurement]: ...
 def meter_footprint() -> int: ...
+def enable_native() -> None:
+    """Count native memory in every later window of the python meter (MeterError if it cannot)."""
+
 def exclude_threads_running_now() -> int: ...
 def escape_command(text: str) -> str: ...
 def escape_markdown(text: str) -> str: ...

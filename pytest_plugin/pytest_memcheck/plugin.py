@@ -224,6 +224,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="fail tests that leave more cyclic garbage than their baseline",
     )
     negation("memcheck-gate-cycles", "memcheck_gate_cycles", "do not gate cyclic garbage")
+    option(
+        "--memcheck-native",
+        ini="memcheck_native",
+        ini_type="bool",
+        action="store_true",
+        help="also count native memory: malloc, calloc, realloc, free... called by extension "
+        "modules and the libraries they load (native_peak, native_retained; Linux, glibc)",
+    )
+    negation("memcheck-native", "memcheck_native", "do not count native memory")
 
 
 # The settings the engine resolves (name in [tool.memcheck] → option dest and ini key).
@@ -235,6 +244,7 @@ ENGINE_SETTINGS = {
     "strict": "memcheck_strict",
     "confirm": "memcheck_confirm",
     "gate-cycles": "memcheck_gate_cycles",
+    "native": "memcheck_native",
 }
 
 
@@ -389,6 +399,15 @@ def pytest_configure(config: pytest.Config) -> None:
     distributing = (
         not hasattr(config, "workerinput") and getattr(config.option, "dist", "no") != "no"
     )
+    if engine.native:
+        refusal = native_limits(engine.meter, sys.platform, sys.maxsize > 2**32, _libc())
+        if refusal:
+            raise pytest.UsageError(refusal)
+        if not distributing:  # the xdist controller measures nothing; its workers count
+            try:
+                _engine.enable_native()
+            except _engine.MeterError as e:
+                raise pytest.UsageError(f"--memcheck-native: {e}") from None
     if distributing and sys.flags.dev_mode and not os.environ.get("PYTHONDEVMODE"):
         # The workers measure; they would run without -X dev under baselines labelled dev.
         raise pytest.UsageError(
@@ -449,6 +468,28 @@ def platform_limits(
             "allocates them through Python's allocator and is counted"
         )
     return None, None
+
+
+def native_limits(meter: str, platform: str, is_64bit: bool, libc: str) -> str | None:
+    """Why native memory cannot be counted here, if it cannot: refused at start, never zeros."""
+    if not (platform.startswith("linux") and is_64bit and libc == "glibc"):
+        where = f"{platform} ({libc or 'unknown C library'}, {'64' if is_64bit else '32'}-bit)"
+        return (
+            f"--memcheck-native counts the malloc family through ELF relocations, on 64-bit "
+            f"Linux with glibc only; not on {where}: leave it off here"
+        )
+    if meter != "python":
+        return (
+            f"--memcheck-native counts beside the python meter; the {meter} meter does not "
+            "tell native calls from the interpreter's: use --memcheck-meter=python"
+        )
+    return None
+
+
+def _libc() -> str:
+    import platform
+
+    return platform.libc_ver()[0]
 
 
 def _numpy() -> tuple[int, int] | None:
@@ -606,6 +647,8 @@ class Manager:
     # -- report header -------------------------------------------------------------------
     def pytest_report_header(self, config: pytest.Config) -> str:
         mode = f", update: {self.update}" if self.update else ""
+        if self.engine.native:
+            mode = f", native memory counted{mode}"
         source = self.engine.config_file
         where = f" ({Path(source).name})" if source else ""
         return (
@@ -739,10 +782,18 @@ class Manager:
             message = verdict.message
             if second is not None and verdict.outcome == "over":
                 size = _engine.format_size
+                native = ""
+                if first.native_peak is not None and second.native_peak is not None:
+                    native = (
+                        f", native peak {size(first.native_peak)} then "
+                        f"{size(second.native_peak)}, native retained "
+                        f"{size(first.native_retained or 0)} then "
+                        f"{size(second.native_retained or 0)}"
+                    )
                 message += (
                     f"\n  confirmed by a second measurement: peak {size(first.peak)} then "
                     f"{size(second.peak)}, retained {size(first.retained)} then "
-                    f"{size(second.retained)}; the smaller values are judged"
+                    f"{size(second.retained)}{native}; the smaller values are judged"
                 )
             if diagnosis is not None:
                 judged = first if second is None else first.least(second)
@@ -1133,7 +1184,9 @@ class MeasuredCall:
                 elif second.intact:
                     verdict = engine.judge(item.nodeid, first.least(second), rules, hint)
         diagnosis = None
-        if verdict.fails(not manager.update) and verdict.outcome == "over":
+        # The diagnosis names Python allocation sites: not run again for native figures alone.
+        python_over = [m for m in verdict.over if not m.startswith("native_")]
+        if verdict.fails(not manager.update) and verdict.outcome == "over" and python_over:
             diagnosis = yield from self._diagnosis(confirm)
             where = manager.options.dump
             if where and not diagnosis.error:

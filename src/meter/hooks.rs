@@ -457,3 +457,10 @@ pub(crate) fn uninstall() -> bool {
     }
     intact
 }
+
+/// For the native meter (`native.rs`): enter this thread's outermost allocator call, or None
+/// when the thread is already inside one (a native call made beneath a Python allocator call
+/// belongs to that call's block, not to native memory). Leaving happens when the value drops.
+pub(crate) fn outermost() -> Option<impl Sized> {
+    Outermost::enter()
+}

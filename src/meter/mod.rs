@@ -15,9 +15,12 @@
 //! A window is opened and closed by `Window`; `measure` runs a synchronous call inside one, and
 //! the plugin opens one around the execution of a coroutine for async tests.
 
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+mod elf;
 mod guard;
 mod hooks;
 pub mod ledger;
+mod native;
 mod prior;
 mod rss;
 mod track;
@@ -78,6 +81,16 @@ pub struct Measurement {
     /// Why the numbers cannot be trusted (the test started tracemalloc, replaced an allocator…);
     /// None for an intact measurement.
     pub disturbed: Option<String>,
+    /// Native memory (the malloc family called by extensions), when it is counted (`native.rs`).
+    pub native_peak: Option<u64>,
+    pub native_retained: Option<u64>,
+}
+
+/// Count native memory in every later window of the python meter (`native.rs`): redirects the
+/// malloc family of the loaded extensions, once and for the rest of the process. Err says why
+/// it cannot be counted here.
+pub fn enable_native() -> Result<(), String> {
+    native::enable()
 }
 
 static BUSY: AtomicBool = AtomicBool::new(false);
@@ -380,12 +393,17 @@ pub struct Window {
     /// Still counting: a window dropped without `close` (an abandoned coroutine) removes the
     /// hooks all the same.
     counting: bool,
+    /// Native memory is counted in this window.
+    native: bool,
 }
 
 impl Drop for Window {
     fn drop(&mut self) {
         if self.counting && self.kind == MeterKind::Python {
             hooks::uninstall();
+        }
+        if self.counting && self.native {
+            native::close();
         }
     }
 }
@@ -416,12 +434,18 @@ impl Window {
         Collector::freeze(py)?;
         let cycles_before = stats_before + settle();
         let mut rss_before = rss::Rss::default();
+        let native = kind == MeterKind::Python && native::enabled();
         match kind {
             MeterKind::Python => {
                 if let Some(failure) = track::redirect_extensions() {
                     disturbed.get_or_insert(failure);
                 }
                 guard::reset();
+                if native {
+                    if let Some(failure) = native::open() {
+                        disturbed.get_or_insert(failure);
+                    }
+                }
                 hooks::install();
             }
             MeterKind::Tracemalloc => {
@@ -448,6 +472,7 @@ impl Window {
             rss_before,
             disturbed,
             counting: true,
+            native,
         })
     }
 
@@ -465,6 +490,11 @@ impl Window {
                     settle();
                 }
                 let totals = hooks::ledger().totals();
+                if self.native {
+                    let native = native::close();
+                    m.native_peak = Some(native.peak);
+                    m.native_retained = Some(native.current);
+                }
                 let intact = hooks::uninstall();
                 m.peak = totals.peak;
                 m.retained = totals.current;

@@ -1,0 +1,646 @@
+"""Native memory (`--memcheck-native`): a C extension built here allocates known sizes with the
+malloc family, and native_peak / native_retained equal them to the byte."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+from conftest import ASYNCIO
+from pytest_memcheck.plugin import native_limits
+
+SUPPORTED = native_limits("python", sys.platform, sys.maxsize > 2**32, platform.libc_ver()[0])
+pytestmark = pytest.mark.skipif(SUPPORTED is not None, reason=str(SUPPORTED))
+
+# Every allocation goes through a volatile pointer, so the compiler cannot pair a malloc with its
+# free and drop both. `kept` holds the blocks a test keeps.
+SOURCE = r"""
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <malloc.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void *kept[4096];
+static int nkept = 0;
+static void *volatile sink;
+
+static PyObject *keep(void *p) {
+    if (!p) return PyErr_NoMemory();
+    kept[nkept++] = p;
+    Py_RETURN_NONE;
+}
+static size_t size_of(PyObject *arg) { return PyLong_AsSize_t(arg); }
+
+static PyObject *malloc_keep(PyObject *m, PyObject *a) { return keep(malloc(size_of(a))); }
+static PyObject *calloc_keep(PyObject *m, PyObject *a) { return keep(calloc(size_of(a), 1)); }
+static PyObject *malloc_free(PyObject *m, PyObject *a) {
+    sink = malloc(size_of(a));
+    memset(sink, 1, size_of(a));
+    free(sink);
+    Py_RETURN_NONE;
+}
+static PyObject *realloc_keep(PyObject *m, PyObject *args) {
+    Py_ssize_t a, b;
+    if (!PyArg_ParseTuple(args, "nn", &a, &b)) return NULL;
+    sink = malloc(a);
+    return keep(realloc(sink, b));
+}
+static PyObject *realloc_kept(PyObject *m, PyObject *a) {
+    kept[nkept - 1] = realloc(kept[nkept - 1], size_of(a));
+    Py_RETURN_NONE;
+}
+static PyObject *aligned_keep(PyObject *m, PyObject *a) {
+    void *p = NULL;
+    if (posix_memalign(&p, 64, size_of(a))) return PyErr_NoMemory();
+    keep(p);
+    keep(aligned_alloc(64, 128));
+    return keep(memalign(256, size_of(a)));
+}
+static PyObject *strdup_keep(PyObject *m, PyObject *a) { return keep(strdup(PyUnicode_AsUTF8(a))); }
+static PyObject *pymem_keep(PyObject *m, PyObject *a) { return keep(PyMem_RawMalloc(size_of(a))); }
+static PyObject *free_all(PyObject *m, PyObject *unused) {
+    while (nkept) free(kept[--nkept]);
+    Py_RETURN_NONE;
+}
+static PyObject *usable(PyObject *m, PyObject *a) {
+    void *p = malloc(size_of(a));
+    size_t n = malloc_usable_size(p);
+    free(p);
+    return PyLong_FromSize_t(n);
+}
+
+static PyMethodDef methods[] = {
+    {"malloc_keep", malloc_keep, METH_O, NULL},
+    {"calloc_keep", calloc_keep, METH_O, NULL},
+    {"malloc_free", malloc_free, METH_O, NULL},
+    {"realloc_keep", realloc_keep, METH_VARARGS, NULL},
+    {"realloc_kept", realloc_kept, METH_O, NULL},
+    {"aligned_keep", aligned_keep, METH_O, NULL},
+    {"strdup_keep", strdup_keep, METH_O, NULL},
+    {"pymem_keep", pymem_keep, METH_O, NULL},
+    {"free_all", free_all, METH_NOARGS, NULL},
+    {"usable", usable, METH_O, NULL},
+    {NULL},
+};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, NAME_STR, NULL, -1, methods};
+PyMODINIT_FUNC INIT(void) { return PyModule_Create(&module); }
+"""
+
+
+def build(directory: Path, name: str) -> Path:
+    """Compile the extension `name` into `directory` with the C compiler and Python's headers."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    src = directory / f"{name}.c"
+    src.write_text(SOURCE)
+    out = directory / f"{name}{sysconfig.get_config_var('EXT_SUFFIX')}"
+    subprocess.run(
+        [
+            cc,
+            "-O2",
+            "-shared",
+            "-fPIC",
+            f"-I{sysconfig.get_paths()['include']}",
+            f'-DNAME_STR="{name}"',
+            f"-DINIT=PyInit_{name}",
+            "-o",
+            str(out),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def extensions(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    directory = tmp_path_factory.mktemp("native")
+    return [build(directory, "nat"), build(directory, "nat_late")]
+
+
+@pytest.fixture
+def native_project(project, extensions):
+    for so in extensions:
+        shutil.copy(so, project.path / so.name)
+    return project
+
+
+KNOWN = """
+import os
+import pytest
+import nat
+
+LEAK = int(os.environ.get("LEAK", "0"))
+# A block from before any window: its free is ignored, its growth by realloc is charged.
+nat.malloc_keep(1000)
+
+@pytest.fixture(autouse=True)
+def clean():
+    yield
+    nat.free_all()  # fixture teardown: outside the window
+
+@pytest.mark.parametrize("n", [1, 100, 4096, 1_000_000])
+def test_malloc_kept(n):
+    nat.malloc_keep(n + LEAK)
+
+def test_malloc_freed():
+    nat.malloc_free(1_000_000)
+
+def test_calloc():
+    nat.calloc_keep(3000)
+
+def test_realloc_in_window():
+    nat.realloc_keep(1000, 300_000)
+
+def test_realloc_then_free():
+    nat.realloc_keep(50_000, 20_000)
+    nat.free_all()
+
+def test_aligned():
+    nat.aligned_keep(100)
+
+def test_strdup():
+    nat.strdup_keep("hello")
+
+def test_python_memory_is_not_native():
+    data = bytearray(100_000)
+    assert data
+
+def test_pymem_from_an_extension_is_not_native():
+    nat.pymem_keep(5000)
+
+def test_nothing():
+    pass
+"""
+
+
+def native_entries(project, *args: str) -> dict:
+    result = project.run("--memcheck-update", "--memcheck-native", "--memcheck-confirm=no", *args)
+    assert result.ret == 0, result.stdout.str()
+    data = project.baselines("test_known.toml")
+    return {k: (v["native_peak"], v["native_retained"]) for k, v in data.items() if k != "memcheck"}
+
+
+def test_native_figures_equal_the_requested_sizes(native_project):
+    native_project.pytester.makepyfile(test_known=KNOWN)
+    got = native_entries(native_project)
+    assert got == {
+        "test_malloc_kept[1]": (1, 1),
+        "test_malloc_kept[100]": (100, 100),
+        "test_malloc_kept[4096]": (4096, 4096),
+        "test_malloc_kept[1000000]": (1_000_000, 1_000_000),
+        "test_malloc_freed": (1_000_000, 0),
+        "test_calloc": (3000, 3000),
+        # the 1000-byte block stops counting when realloc moves it: tracemalloc's rule
+        "test_realloc_in_window": (300_000, 300_000),
+        "test_realloc_then_free": (50_000, 0),
+        # posix_memalign 100 + aligned_alloc 128 + memalign 100
+        "test_aligned": (328, 328),
+        "test_strdup": (6, 6),
+        # the python meter counts these; they are not native
+        "test_python_memory_is_not_native": (0, 0),
+        "test_pymem_from_an_extension_is_not_native": (0, 0),
+        "test_nothing": (0, 0),
+    }
+    data = native_project.baselines("test_known.toml")
+    assert data["test_python_memory_is_not_native"]["peak"] >= 100_000
+    assert data["test_pymem_from_an_extension_is_not_native"]["peak"] >= 5000
+
+
+def test_free_of_a_block_from_before_the_window_is_ignored(native_project):
+    native_project.pytester.makepyfile(
+        test_before="""
+        import nat
+
+        nat.malloc_keep(50_000)  # at import, before any window
+
+        def test_free_older():
+            nat.free_all()
+        """
+    )
+    result = native_project.run("--memcheck-update", "--memcheck-native", "--memcheck-confirm=no")
+    assert result.ret == 0, result.stdout.str()
+    entry = native_project.baselines("test_before.toml")["test_free_older"]
+    assert (entry["native_peak"], entry["native_retained"]) == (0, 0)
+
+
+def test_realloc_of_a_block_from_before_the_window_is_charged_its_growth(native_project):
+    native_project.pytester.makepyfile(
+        test_grow="""
+        import nat
+
+        nat.malloc_keep(1000)
+        USABLE = nat.usable(1000)
+
+        def test_grow():
+            nat.realloc_kept(100_000)
+
+        def test_usable():
+            print("USABLE", USABLE)
+        """
+    )
+    result = native_project.run(
+        "--memcheck-update", "--memcheck-native", "--memcheck-confirm=no", "-s"
+    )
+    assert result.ret == 0, result.stdout.str()
+    usable = int(re.search(r"USABLE (\d+)", result.stdout.str()).group(1))
+    entry = native_project.baselines("test_grow.toml")["test_grow"]
+    assert 1000 <= usable < 1100
+    assert (entry["native_peak"], entry["native_retained"]) == (100_000 - usable,) * 2
+
+
+def test_an_extension_loaded_inside_the_test_is_counted(native_project):
+    native_project.pytester.makepyfile(
+        test_late="""
+        def test_import_then_allocate():
+            import nat_late  # first loaded here: dlopen inside the window
+
+            nat_late.malloc_keep(12_345)
+        """
+    )
+    result = native_project.run("--memcheck-update", "--memcheck-native", "--memcheck-confirm=no")
+    assert result.ret == 0, result.stdout.str()
+    entry = native_project.baselines("test_late.toml")["test_import_then_allocate"]
+    assert entry["native_retained"] == 12_345
+    assert entry["native_peak"] == 12_345
+
+
+def test_a_planted_native_leak_fails_at_the_exact_byte(native_project, monkeypatch):
+    native_project.pytester.makepyfile(test_known=KNOWN)
+    selected = ("-k", "malloc_kept and 1000000")
+    native_entries(native_project, *selected)
+    # limit = 1,000,000 × 1.10 + 64 KiB = 1,165,536 B: the limit passes, one byte more fails.
+    monkeypatch.setenv("LEAK", str(165_536))
+    passed = native_project.run("--memcheck", "--memcheck-native", *selected)
+    assert passed.ret == 0, passed.stdout.str()
+    monkeypatch.setenv("LEAK", str(165_537))
+    failed = native_project.run("--memcheck", "--memcheck-native", *selected)
+    assert failed.ret == 1, failed.stdout.str()
+    text = failed.stdout.str()
+    assert "native_retained 1.11 MiB (1165537 B) is over its limit 1.11 MiB (1165536 B)" in text
+    assert "native_peak 1.11 MiB (1165537 B) is over its limit" in text
+    assert "native peak 1.11 MiB then 1.11 MiB, native retained 1.11 MiB then 1.11 MiB" in text
+    assert "native allocation sites are not named yet" in text
+    # Without --memcheck-native the same leak is invisible: the python figures did not move.
+    blind = native_project.run("--memcheck", *selected)
+    assert blind.ret == 0, blind.stdout.str()
+
+
+def test_baselines_without_native_stay_as_they_were(native_project):
+    native_project.pytester.makepyfile(test_known=KNOWN)
+    result = native_project.run("--memcheck-update", "--memcheck-confirm=no")
+    assert result.ret == 0, result.stdout.str()
+    plain = native_project.text("test_known.toml")
+    assert "native_peak" not in plain
+    # Switched on, every entry gains its native figures (they have no baseline yet: new).
+    gated = native_project.run("--memcheck", "--memcheck-native")
+    assert gated.ret == 0, gated.stdout.str()
+    assert "13 new" in gated.stdout.str()
+    native_entries(native_project)
+    with_native = native_project.text("test_known.toml")
+    assert with_native.count("native_peak =") == 13
+    # A later run without it neither drops nor changes them.
+    result = native_project.run("--memcheck-update", "--memcheck-confirm=no")
+    assert result.ret == 0, result.stdout.str()
+    assert native_project.text("test_known.toml") == with_native
+    gated = native_project.run("--memcheck", "--memcheck-native")
+    assert gated.ret == 0, gated.stdout.str()
+    assert "13 ok" in gated.stdout.str()
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("pytest_randomly") is None, reason="pytest-randomly is not installed"
+)
+def test_native_figures_are_deterministic_over_shuffled_runs(native_project, monkeypatch):
+    native_project.pytester.makepyfile(test_known=KNOWN)
+    runs, orders = [], set()
+    for seed in (1, 2, 3):
+        monkeypatch.setenv("PYTHONHASHSEED", str(seed))
+        result = native_project.pytester.runpytest_subprocess(
+            *("-p", "no:cacheprovider", "-p", "no:memray", *ASYNCIO, "-v"),
+            *("-p", "randomly", f"--randomly-seed={seed}"),
+            *("--memcheck-update=all", "--memcheck-native", "--memcheck-confirm=no"),
+        )
+        assert result.ret == 0, result.stdout.str()
+        orders.add(tuple(line for line in result.outlines if " PASSED" in line))
+        data = native_project.baselines("test_known.toml")
+        runs.append({k: v for k, v in data.items() if k != "memcheck"})
+    assert len(orders) == 3  # really shuffled
+    assert runs[0] == runs[1] == runs[2]
+
+
+def test_native_is_refused_where_it_cannot_count():
+    assert "64-bit Linux with glibc only; not on darwin" in native_limits(
+        "python", "darwin", True, ""
+    )
+    assert "musl" in native_limits("python", "linux", True, "musl")
+    assert "the rss meter" in native_limits("rss", "linux", True, "glibc")
+    assert native_limits("python", "linux", True, "glibc") is None
+
+
+def test_native_beside_another_meter_is_a_usage_error(native_project):
+    native_project.pytester.makepyfile(test_known=KNOWN)
+    result = native_project.run("--memcheck", "--memcheck-native", "--memcheck-meter=tracemalloc")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--memcheck-native counts beside the python meter*"])
+
+
+REAL = """
+import pytest
+
+PIL = pytest.importorskip("PIL.Image")
+etree = pytest.importorskip("lxml.etree")
+
+KEPT = []
+DOCUMENT = b"<a>" + b"<b x='1'>text</b>" * 2000 + b"</a>"
+
+@pytest.mark.parametrize("size", [(64, 64), (500, 400), (1024, 768)])
+def test_image(size):
+    image = PIL.new("RGB", size)
+    KEPT.append(image.resize((size[0] // 2, size[1] // 2)))
+
+def test_image_freed():
+    image = PIL.new("RGBA", (800, 600)).rotate(45)
+    assert image.size == (800, 600)
+
+def test_xml_tree_kept():
+    KEPT.append(etree.fromstring(DOCUMENT))
+
+def test_xml_tree_freed():
+    assert len(etree.fromstring(DOCUMENT)) == 2000
+
+def test_xml_serialised():
+    assert etree.tostring(etree.fromstring(DOCUMENT)).startswith(b"<a>")
+"""
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("pytest_randomly") is None
+    or importlib.util.find_spec("PIL") is None
+    or importlib.util.find_spec("lxml") is None,
+    reason="needs pytest-randomly, Pillow and lxml",
+)
+def test_real_extensions_are_deterministic_and_gated(project, monkeypatch):
+    """Pillow's image buffers and lxml's trees (libxml2) over shuffled runs: identical figures,
+    and a gate that passes them all in every order."""
+    project.pytester.makepyfile(test_real=REAL)
+    runs = []
+    for seed in (1, 2, 3):
+        monkeypatch.setenv("PYTHONHASHSEED", str(seed))
+        result = project.pytester.runpytest_subprocess(
+            *("-p", "no:cacheprovider", "-p", "no:memray", *ASYNCIO),
+            *("-p", "randomly", f"--randomly-seed={seed}"),
+            *("--memcheck-update=all", "--memcheck-native"),
+        )
+        assert result.ret == 0, result.stdout.str()
+        data = project.baselines("test_real.toml")
+        runs.append(
+            {
+                k: (v["native_peak"], v["native_retained"])
+                for k, v in data.items()
+                if k != "memcheck"
+            }
+        )
+    assert runs[0] == runs[1] == runs[2]
+    figures = runs[0]
+    # The buffers are real: a 1024×768 RGB image is 4 bytes a pixel in Pillow.
+    assert figures["test_image[size2]"][0] >= 1024 * 768 * 4
+    assert figures["test_image[size2]"][1] >= 512 * 384 * 4
+    assert figures["test_xml_tree_kept"][1] > 100_000
+    assert figures["test_xml_tree_freed"] == (figures["test_xml_tree_freed"][0], 0)
+    assert figures["test_image_freed"][1] == 0
+    for seed in (4, 5):
+        result = project.pytester.runpytest_subprocess(
+            *("-p", "no:cacheprovider", "-p", "no:memray", *ASYNCIO),
+            *("-p", "randomly", f"--randomly-seed={seed}"),
+            *("--memcheck", "--memcheck-native"),
+        )
+        assert result.ret == 0, result.stdout.str()
+        assert "7 measured: 7 ok" in result.stdout.str()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("xdist") is None, reason="needs pytest-xdist")
+def test_native_under_xdist_equals_serial(native_project):
+    native_project.pytester.makepyfile(test_known=KNOWN)
+    serial = native_entries(native_project)
+    result = native_project.run(
+        "--memcheck-update=all", "--memcheck-native", "--memcheck-confirm=no", "-n", "2"
+    )
+    assert result.ret == 0, result.stdout.str()
+    data = native_project.baselines("test_known.toml")
+    assert serial == {
+        k: (v["native_peak"], v["native_retained"]) for k, v in data.items() if k != "memcheck"
+    }
+
+
+CPP_SOURCE = r"""
+#include <Python.h>
+#include <string>
+#include <vector>
+
+static char *kept[1024];
+static int nkept = 0;
+
+static PyObject *new_keep(PyObject *, PyObject *a) {
+    kept[nkept++] = new char[PyLong_AsSize_t(a)];
+    Py_RETURN_NONE;
+}
+static PyObject *vector_temporary(PyObject *, PyObject *a) {
+    std::vector<char> v(PyLong_AsSize_t(a), 'x');
+    return PyLong_FromSize_t(v.size());
+}
+static PyObject *delete_all(PyObject *, PyObject *) {
+    while (nkept) delete[] kept[--nkept];
+    Py_RETURN_NONE;
+}
+static PyMethodDef methods[] = {
+    {"new_keep", new_keep, METH_O, nullptr},
+    {"vector_temporary", vector_temporary, METH_O, nullptr},
+    {"delete_all", delete_all, METH_NOARGS, nullptr},
+    {nullptr, nullptr, 0, nullptr},
+};
+static PyModuleDef module = {PyModuleDef_HEAD_INIT, "natcpp", nullptr, -1, methods};
+PyMODINIT_FUNC PyInit_natcpp() { return PyModule_Create(&module); }
+"""
+
+
+def test_cpp_new_through_libstdcxx_is_counted(project, tmp_path):
+    """operator new lives in libstdc++, a library the extension loads: its malloc is redirected."""
+    cxx = shutil.which("c++") or shutil.which("g++")
+    if cxx is None:
+        pytest.skip("no C++ compiler")
+    src = tmp_path / "natcpp.cpp"
+    src.write_text(CPP_SOURCE)
+    out = project.path / f"natcpp{sysconfig.get_config_var('EXT_SUFFIX')}"
+    include = sysconfig.get_paths()["include"]
+    subprocess.run(
+        [cxx, "-O2", "-shared", "-fPIC", f"-I{include}", "-o", str(out), str(src)],
+        check=True,
+        capture_output=True,
+    )
+    project.pytester.makepyfile(
+        test_cpp="""
+        import natcpp
+
+        def test_new():
+            natcpp.new_keep(70_000)
+            natcpp.new_keep(1)
+
+        def test_vector():
+            assert natcpp.vector_temporary(123_456) == 123_456
+
+        def test_delete_in_window():
+            natcpp.new_keep(5000)
+            natcpp.delete_all()
+        """
+    )
+    result = project.run("--memcheck-update", "--memcheck-native", "--memcheck-confirm=no")
+    assert result.ret == 0, result.stdout.str()
+    data = project.baselines("test_cpp.toml")
+    got = {k: (v["native_peak"], v["native_retained"]) for k, v in data.items() if k != "memcheck"}
+    assert got == {
+        "test_new": (70_001, 70_001),
+        "test_vector": (123_456, 0),
+        # the two blocks of test_new are older: their delete is ignored
+        "test_delete_in_window": (5000, 0),
+    }
+
+
+# rustup and cargo find their homes from HOME, which pytester points at its test directory.
+TOOLCHAIN = {
+    "RUSTUP_HOME": os.environ.get("RUSTUP_HOME", str(Path.home() / ".rustup")),
+    "CARGO_HOME": os.environ.get("CARGO_HOME", str(Path.home() / ".cargo")),
+}
+
+RUST_MANIFEST = """
+[package]
+name = "natrs"
+version = "0.1.0"
+edition = "2021"
+
+[lib]
+crate-type = ["cdylib"]
+
+[dependencies]
+pyo3 = { version = "=PYO3", features = ["extension-module"] }
+"""
+
+RUST_SOURCE = r"""
+use pyo3::prelude::*;
+use std::sync::Mutex;
+
+static KEPT: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+/// A Vec of exactly `n` bytes, kept: Rust's system allocator calls malloc(n).
+#[pyfunction]
+fn vec_keep(n: usize) {
+    KEPT.lock().unwrap().push(Vec::with_capacity(n));
+}
+
+#[pyfunction]
+fn vec_temporary(n: usize) -> usize {
+    let v = vec![1u8; n];
+    std::hint::black_box(&v).len()
+}
+
+/// Page-aligned: Rust asks posix_memalign (or aligned_alloc) for it.
+#[pyfunction]
+fn aligned_temporary(n: usize) -> usize {
+    let layout = std::alloc::Layout::from_size_align(n, 4096).unwrap();
+    unsafe {
+        let p = std::alloc::alloc(layout);
+        std::hint::black_box(p);
+        std::alloc::dealloc(p, layout);
+    }
+    n
+}
+
+#[pyfunction]
+fn drop_all() {
+    KEPT.lock().unwrap().clear();
+}
+
+#[pymodule]
+fn natrs(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    KEPT.lock().unwrap().reserve(1024); // so that keeping a Vec allocates nothing more
+    m.add_function(wrap_pyfunction!(vec_keep, m)?)?;
+    m.add_function(wrap_pyfunction!(vec_temporary, m)?)?;
+    m.add_function(wrap_pyfunction!(aligned_temporary, m)?)?;
+    m.add_function(wrap_pyfunction!(drop_all, m)?)?;
+    Ok(())
+}
+"""
+
+
+def test_pyo3_extension_through_rusts_system_allocator(project, tmp_path_factory):
+    """A pyo3 extension built here with cargo (offline, the pyo3 of our own Cargo.lock)."""
+    cargo = shutil.which("cargo")
+    if cargo is None:
+        pytest.skip("no cargo")
+    root = Path(__file__).resolve().parent.parent
+    lock = (root / "Cargo.lock").read_text()
+    pyo3 = re.search(r'name = "pyo3"\nversion = "([^"]+)"', lock).group(1)
+    crate = tmp_path_factory.mktemp("natrs")
+    (crate / "src").mkdir()
+    (crate / "Cargo.toml").write_text(RUST_MANIFEST.replace("PYO3", pyo3))
+    (crate / "Cargo.lock").write_text(lock)  # the versions our own build uses, all cached
+    (crate / "src" / "lib.rs").write_text(RUST_SOURCE)
+    # Our build's target directory, when it is set (./tasks.sh), keeps pyo3 built across runs.
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or crate / "target") / "natrs-test"
+    env = {
+        **os.environ,
+        **TOOLCHAIN,
+        "PYO3_PYTHON": sys.executable,
+        "CARGO_TARGET_DIR": str(target),
+    }
+    done = subprocess.run(
+        [cargo, "build", "--offline", "-q"],
+        check=False,
+        cwd=crate,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    shutil.copy(
+        target / "debug" / "libnatrs.so",
+        project.path / f"natrs{sysconfig.get_config_var('EXT_SUFFIX')}",
+    )
+    project.pytester.makepyfile(
+        test_rs="""
+        import natrs
+
+        def test_vec_kept():
+            natrs.vec_keep(1_000_000)
+
+        def test_vec_temporary():
+            assert natrs.vec_temporary(54_321) == 54_321
+
+        def test_aligned():
+            natrs.aligned_temporary(10_000)
+
+        def test_drop_older():
+            natrs.drop_all()
+        """
+    )
+    result = project.run("--memcheck-update", "--memcheck-native", "--memcheck-confirm=no")
+    assert result.ret == 0, result.stdout.str()
+    data = project.baselines("test_rs.toml")
+    got = {k: (v["native_peak"], v["native_retained"]) for k, v in data.items() if k != "memcheck"}
+    assert got == {
+        "test_vec_kept": (1_000_000, 1_000_000),
+        "test_vec_temporary": (54_321, 0),
+        "test_aligned": (10_000, 0),
+        "test_drop_older": (0, 0),
+    }
