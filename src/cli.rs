@@ -15,6 +15,7 @@ use crate::baseline::{files_in, module_of, split_nodeid, BaselineFile, Entry, En
 use crate::config;
 use crate::error::{Error, Result};
 use crate::escape::{markdown, terminal, terminal_text};
+use crate::gate::Metric;
 use crate::git::Repo;
 use crate::results::Results;
 use crate::session::{Coverage, Session, UpdateMode};
@@ -408,28 +409,50 @@ fn read_all(root: &Path, dir: &Path, rev: Option<&str>) -> Result<BTreeMap<Strin
     Ok(out)
 }
 
+/// A baseline value as the gate reads it: the value, or `low–high` for an unstable test's spread.
+fn spread_cell(low: u64, high: Option<u64>) -> String {
+    match high {
+        Some(high) => format!("{}–{}", format_size(low), format_size(high)),
+        None => format_size(low),
+    }
+}
+
+/// The value a metric's limit is computed from: the highest of a spread, else the value.
+fn gated(metric: Metric, e: &Entry) -> u64 {
+    metric.max_of(e).unwrap_or(metric.of(e))
+}
+
 fn show(files: &BTreeMap<String, BaselineFile>) -> String {
+    let native = files
+        .values()
+        .flat_map(|f| f.entries.values())
+        .any(|e| e.native_peak.is_some());
+    let mut header = vec!["test", "peak", "retained"];
+    if native {
+        header.extend(["native peak", "native retained"]);
+    }
+    header.extend(["allocations", "cycles", "environment"]);
     let mut table = Table::new();
-    table.load_preset(UTF8_FULL_CONDENSED).set_header([
-        "test",
-        "peak",
-        "retained",
-        "allocations",
-        "cycles",
-        "environment",
-    ]);
+    table.load_preset(UTF8_FULL_CONDENSED).set_header(header);
     let mut n = 0;
     for (module, file) in files {
         for (key, e) in &file.entries {
             n += 1;
-            table.add_row([
+            let mut row = vec![
                 terminal(&format!("{module}::{key}")),
-                format_size(e.peak),
-                format_size(e.retained),
+                spread_cell(e.peak, e.peak_max),
+                spread_cell(e.retained, e.retained_max),
+            ];
+            if native {
+                let counted = |v: Option<u64>| v.map(format_size).unwrap_or_default();
+                row.extend([counted(e.native_peak), counted(e.native_retained)]);
+            }
+            row.extend([
                 e.allocations.to_string(),
                 e.cycles.to_string(),
                 terminal(&file.env.to_string()),
             ]);
+            table.add_row(row);
         }
     }
     fit(&mut table);
@@ -472,11 +495,21 @@ enum Kind {
     Removed,
 }
 
+/// The metrics whose growth raises a limit (cycles are gated only by exact equality, by choice).
+const RAISABLE: [Metric; 4] = [
+    Metric::Peak,
+    Metric::Retained,
+    Metric::NativePeak,
+    Metric::NativeRetained,
+];
+
 impl Kind {
     fn of(old: Option<&Entry>, new: Option<&Entry>) -> Option<Kind> {
         match (old, new) {
             (Some(a), Some(b)) if a == b => None,
-            (Some(a), Some(b)) if b.peak > a.peak || b.retained > a.retained => Some(Kind::Raised),
+            (Some(a), Some(b)) if RAISABLE.iter().any(|m| gated(*m, b) > gated(*m, a)) => {
+                Some(Kind::Raised)
+            }
             (Some(_), Some(_)) => Some(Kind::Lowered),
             (None, Some(_)) => Some(Kind::New),
             (Some(_), None) => Some(Kind::Removed),
@@ -509,6 +542,11 @@ struct Change {
     kind: Kind,
     peak: MetricChange,
     retained: MetricChange,
+    /// Present when either side counted native memory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    native_peak: Option<MetricChange>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    native_retained: Option<MetricChange>,
 }
 
 /// Every baseline that differs between `before` and `after`, raised first.
@@ -536,13 +574,31 @@ fn changes(
         old_limit: old.map(|b| tolerance.limit(b)),
         new_limit: new.map(|b| tolerance.limit(b)),
     };
+    let native = |old: Option<u64>, new: Option<u64>| {
+        (old.is_some() || new.is_some()).then(|| metric(old, new))
+    };
     let mut out: Vec<Change> = ids
         .into_iter()
         .filter_map(|(test, (old, new))| {
             Some(Change {
                 kind: Kind::of(old.as_ref(), new.as_ref())?,
-                peak: metric(old.map(|e| e.peak), new.map(|e| e.peak)),
-                retained: metric(old.map(|e| e.retained), new.map(|e| e.retained)),
+                // The gated values: an unstable test's highest, so a widened spread is a raise.
+                peak: metric(
+                    old.map(|e| gated(Metric::Peak, &e)),
+                    new.map(|e| gated(Metric::Peak, &e)),
+                ),
+                retained: metric(
+                    old.map(|e| gated(Metric::Retained, &e)),
+                    new.map(|e| gated(Metric::Retained, &e)),
+                ),
+                native_peak: native(
+                    old.and_then(|e| e.native_peak),
+                    new.and_then(|e| e.native_peak),
+                ),
+                native_retained: native(
+                    old.and_then(|e| e.native_retained),
+                    new.and_then(|e| e.native_retained),
+                ),
                 test,
             })
         })
@@ -583,33 +639,39 @@ fn diff(
     if changes.is_empty() {
         return "no baseline changed\n".into();
     }
+    let native = changes.iter().any(|c| c.native_peak.is_some());
     let mut table = Table::new();
     table
         .load_preset(match format {
             Format::Markdown => ASCII_MARKDOWN,
             _ => UTF8_FULL_CONDENSED,
         })
-        .set_header([
-            "test",
-            "change",
-            "peak",
-            "retained",
-            "peak limit",
-            "retained limit",
-        ]);
+        .set_header({
+            let mut header = vec!["test", "change", "peak", "retained"];
+            if native {
+                header.extend(["native peak", "native retained"]);
+            }
+            header.extend(["peak limit", "retained limit"]);
+            header
+        });
     let cell = |s: &str| match format {
         Format::Markdown => markdown(s),
         _ => terminal(s),
     };
     for c in &changes {
-        table.add_row([
+        let mut row = vec![
             cell(&c.test),
             c.kind.name().to_string(),
             change(c.peak.old, c.peak.new),
             change(c.retained.old, c.retained.new),
-            limit_cell(&c.peak),
-            limit_cell(&c.retained),
-        ]);
+        ];
+        if native {
+            for m in [&c.native_peak, &c.native_retained] {
+                row.push(m.as_ref().map(|m| change(m.old, m.new)).unwrap_or_default());
+            }
+        }
+        row.extend([limit_cell(&c.peak), limit_cell(&c.retained)]);
+        table.add_row(row);
     }
     if let Format::Table = format {
         fit(&mut table);
@@ -811,6 +873,67 @@ mod tests {
             serde_json::from_str(&diff(&before, &after, Format::Json, &tolerance)).unwrap();
         assert_eq!(json["counts"]["raised"], 1);
         assert_eq!(json["changes"][0]["retained"]["new"], 10);
+    }
+
+    /// A file whose entries are written as given (`key = value` lines after each table).
+    fn raw(entries: &[(&str, &str)]) -> BTreeMap<String, BaselineFile> {
+        let mut text = String::from(
+            "[memcheck]\nformat = 1\nimplementation = \"cpython\"\nmeter = \"python\"\nplatform = \"linux-x86_64\"\npython = \"3.11\"\n",
+        );
+        for (key, body) in entries {
+            text.push_str(&format!("\n[{key:?}]\n{body}\n"));
+        }
+        let file = BaselineFile::parse(&text, Path::new("t.toml")).unwrap();
+        BTreeMap::from([("tests/test_a.py".to_string(), file)])
+    }
+
+    #[test]
+    fn spreads_and_native_figures_are_shown_and_their_growth_is_a_raise() {
+        let tolerance = crate::gate::DEFAULT_TOLERANCE;
+        let before = raw(&[
+            ("wobbly", "peak = 1000000\nretained = 0\npeak_max = 3000000"),
+            (
+                "native",
+                "peak = 10\nretained = 0\nnative_peak = 1000\nnative_retained = 0",
+            ),
+        ]);
+        // the spread widened (same low value) and the native figure grew: both raise a limit
+        let after = raw(&[
+            ("wobbly", "peak = 1000000\nretained = 0\npeak_max = 4000000"),
+            (
+                "native",
+                "peak = 10\nretained = 0\nnative_peak = 900000\nnative_retained = 0",
+            ),
+        ]);
+        let found = changes(&before, &after, &tolerance);
+        assert!(
+            found.iter().all(|c| c.kind == Kind::Raised),
+            "{:?}",
+            found.iter().map(|c| c.kind).collect::<Vec<_>>()
+        );
+        let wobbly = found.iter().find(|c| c.test.ends_with("wobbly")).unwrap();
+        assert_eq!(wobbly.peak.new_limit, Some(tolerance.limit(4_000_000)));
+        assert!(wobbly.native_peak.is_none());
+        let table = diff(&before, &after, Format::Table, &tolerance);
+        assert!(table.contains("native peak"), "{table}");
+        // negative control: a narrower spread is no raise
+        let narrower = raw(&[
+            ("wobbly", "peak = 1000000\nretained = 0\npeak_max = 2000000"),
+            (
+                "native",
+                "peak = 10\nretained = 0\nnative_peak = 1000\nnative_retained = 0",
+            ),
+        ]);
+        let found = changes(&before, &narrower, &tolerance);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].kind, Kind::Lowered);
+        let shown = show(&before);
+        assert!(shown.contains("977 KiB–2.86 MiB"), "{shown}");
+        assert!(
+            shown.contains("native peak") && shown.contains("1000 B"),
+            "{shown}"
+        );
+        assert!(!show(&files(&[("t", 1, 1)])).contains("native"));
     }
 
     #[test]
