@@ -91,16 +91,30 @@ pub fn step_summary(
         markdown_code(accept, "sh")
     );
     if !rows.is_empty() || !stale.is_empty() {
-        out.push_str("| outcome | test | peak | Δ peak | retained | Δ retained |\n");
-        out.push_str("|---|---|---:|---:|---:|---:|\n");
+        // Native columns only for runs that counted native memory (--memcheck-native).
+        let native = rows.iter().any(|r| r.measured.native_peak.is_some());
+        let (native_header, native_rule, native_blank) = if native {
+            (
+                " native peak | Δ native peak | native retained | Δ native retained |",
+                "---:|---:|---:|---:|",
+                " | | | |",
+            )
+        } else {
+            ("", "", "")
+        };
+        let _ = writeln!(
+            out,
+            "| outcome | test | peak | Δ peak | retained | Δ retained |{native_header}"
+        );
+        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|{native_rule}");
         let total = rows.len() + stale.len();
         let stale_rows = stale
             .iter()
-            .map(|s| format!("| stale | {} | | | | |\n", markdown(s)));
+            .map(|s| format!("| stale | {} | | | | |{native_blank}\n", markdown(s)));
         let test_rows = rows.iter().map(|r| {
             let b = r.baseline;
-            format!(
-                "| {} | {} | {} | {} | {} | {} |\n",
+            let mut row = format!(
+                "| {} | {} | {} | {} | {} | {} |",
                 r.outcome.name(),
                 markdown(&r.nodeid),
                 format_size(r.measured.peak),
@@ -110,7 +124,19 @@ pub fn step_summary(
                     r.measured.retained,
                     b.map(|b| b.retained_max.unwrap_or(b.retained))
                 ),
-            )
+            );
+            if native {
+                let m = r.measured;
+                let cell = |now: Option<u64>, base: Option<u64>| match now {
+                    Some(now) => (format_size(now), delta(now, base)),
+                    None => (String::new(), String::new()),
+                };
+                let (peak, dpeak) = cell(m.native_peak, b.and_then(|b| b.native_peak));
+                let (kept, dkept) = cell(m.native_retained, b.and_then(|b| b.native_retained));
+                let _ = write!(row, " {peak} | {dpeak} | {kept} | {dkept} |");
+            }
+            row.push('\n');
+            row
         });
         for (written, row) in test_rows.chain(stale_rows).enumerate() {
             if out.len() + row.len() + footer.len() + 200 > MAX_SUMMARY {
@@ -247,6 +273,29 @@ mod tests {
         let s = step_summary(&many, &[], "t", "a");
         assert!(s.len() < MAX_SUMMARY, "{}", s.len());
         assert!(s.contains("more rows left out"));
+    }
+
+    #[test]
+    fn native_figures_get_columns_only_when_counted() {
+        let r = failed("t.py::t", "");
+        let plain = step_summary(&[r.clone()], &["t.py::gone".into()], "x", "a");
+        assert!(!plain.contains("native"), "{plain}");
+        let mut n = r;
+        n.measured.native_peak = Some(3 << 20);
+        n.measured.native_retained = Some(0);
+        let s = step_summary(&[n], &["t.py::gone".into()], "x", "a");
+        assert!(
+            s.contains("| Δ retained | native peak | Δ native peak |"),
+            "{s}"
+        );
+        assert!(s.contains("| 3.00 MiB |"), "{s}");
+        // every row has as many cells as the header
+        let cells = |line: &str| line.matches('|').count();
+        let table: Vec<&str> = s.lines().filter(|l| l.starts_with('|')).collect();
+        assert!(
+            table.iter().all(|l| cells(l) == cells(table[0])),
+            "{table:?}"
+        );
     }
 
     #[test]
