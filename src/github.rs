@@ -278,7 +278,7 @@ mod tests {
     #[test]
     fn native_figures_get_columns_only_when_counted() {
         let r = failed("t.py::t", "");
-        let plain = step_summary(&[r.clone()], &["t.py::gone".into()], "x", "a");
+        let plain = step_summary(std::slice::from_ref(&r), &["t.py::gone".into()], "x", "a");
         assert!(!plain.contains("native"), "{plain}");
         let mut n = r;
         n.measured.native_peak = Some(3 << 20);
