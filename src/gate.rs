@@ -114,6 +114,17 @@ impl Metric {
     }
 }
 
+/// The change from `base` to `measured`: in units, and in percent (`from zero` when base is 0).
+fn change_from(measured: u64, base: u64) -> (i128, String) {
+    let delta = measured as i128 - base as i128;
+    let pct = if base == 0 {
+        "from zero".to_string()
+    } else {
+        format!("{:+.1}%", delta as f64 * 100.0 / base as f64)
+    };
+    (delta, pct)
+}
+
 /// The outcome of a test, worst first (the order of the summary).
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
@@ -248,12 +259,7 @@ impl Check {
                 baseline,
                 tolerance,
             } => {
-                let delta = self.measured as i128 - baseline as i128;
-                let pct = if baseline == 0 {
-                    "from zero".to_string()
-                } else {
-                    format!("{:+.1}%", delta as f64 * 100.0 / baseline as f64)
-                };
+                let (delta, pct) = change_from(self.measured, baseline);
                 format!(
                     "{head} = baseline {} × (1 + {}) + floor {}; change {pct}, {}",
                     m.show(baseline),
@@ -267,12 +273,7 @@ impl Check {
                 high,
                 tolerance,
             } => {
-                let delta = self.measured as i128 - high as i128;
-                let pct = if high == 0 {
-                    "from zero".to_string()
-                } else {
-                    format!("{:+.1}%", delta as f64 * 100.0 / high as f64)
-                };
+                let (delta, pct) = change_from(self.measured, high);
                 format!(
                     "{head} = highest recorded {} × (1 + {}) + floor {}; unstable: its update measured {} to {}; change {pct} over the highest, {}",
                     m.show(high),
