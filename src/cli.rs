@@ -275,6 +275,7 @@ fn run(cli: Cli, here: &Here) -> Result<i32> {
             // CLI never prunes: it does not know which tests were collected.
             let coverage = Coverage {
                 accept_environment: accept_environment || merged.complete,
+                unsettled: true,
                 ..Coverage::default()
             };
             let mode = if all {

@@ -372,8 +372,8 @@ fn coverage(complete: bool, collected: Vec<String>, scope: Vec<String>) -> Cover
         complete,
         collected: collected.into_iter().collect::<BTreeSet<_>>(),
         scope,
-
         accept_environment: false,
+        unsettled: false,
     }
 }
 

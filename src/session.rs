@@ -88,6 +88,10 @@ pub struct Coverage {
     pub scope: Vec<String>,
     /// Re-record files from another environment even on a partial run (`--accept-environment`).
     pub accept_environment: bool,
+    /// The results were not settled by an update (a gate run's, given to `memcheck update
+    /// --from`): one or two measurements cannot tell a test stable, so a recorded spread is
+    /// widened by them, never dropped.
+    pub unsettled: bool,
 }
 
 impl Coverage {
@@ -461,18 +465,23 @@ impl Session {
             let mut written = 0;
             for r in results {
                 let key = split_nodeid(&r.nodeid).1.to_string();
+                let mut measured = r.measured;
+                if coverage.unsettled {
+                    if let Some(old) = file.entries.get(&key) {
+                        crate::spread::widen(&mut measured, old);
+                    }
+                }
                 let keep = match file.entries.get(&key) {
                     Some(old) => {
                         // Stable entries: within tolerance both ways, peak and retained.
                         mode == UpdateMode::Changed
-                            && crate::spread::covers(old, &r.measured, &tolerance)
-                            && (!self.settings.gate_cycles || old.cycles == r.measured.cycles)
-                            && native_holds(old.native_peak, r.measured.native_peak)
-                            && native_holds(old.native_retained, r.measured.native_retained)
+                            && crate::spread::covers(old, &measured, &tolerance)
+                            && (!self.settings.gate_cycles || old.cycles == measured.cycles)
+                            && native_holds(old.native_peak, measured.native_peak)
+                            && native_holds(old.native_retained, measured.native_retained)
                     }
                     None => false,
                 };
-                let mut measured = r.measured;
                 if measured.native_peak.is_none() {
                     // A run that did not count native memory keeps the native baseline as it is.
                     if let Some(old) = file.entries.get(&key) {
@@ -559,8 +568,8 @@ mod tests {
             complete: true,
             collected: ids.iter().map(|s| s.to_string()).collect(),
             scope: vec![],
-
             accept_environment: false,
+            unsettled: false,
         }
     }
 
@@ -662,8 +671,8 @@ mod tests {
             complete: false,
             collected: [ids[0].to_string()].into(),
             scope: vec![],
-
             accept_environment: false,
+            unsettled: false,
         };
         let ch = run(dir.path(), &[(ids[0], 1)], &partial, UpdateMode::Changed);
         assert!(ch.is_empty());
@@ -697,8 +706,8 @@ mod tests {
             complete: true,
             collected: [ids[0].to_string()].into(),
             scope: vec!["a".into()],
-
             accept_environment: false,
+            unsettled: false,
         };
         run(dir.path(), &[(ids[0], 1)], &cov, UpdateMode::Changed);
         assert!(dir.path().join("b/test_b.toml").exists());

@@ -82,6 +82,20 @@ pub fn settle(runs: &[Entry], rules: &Rules) -> (Entry, bool) {
     (entry, more)
 }
 
+/// A measurement that was not settled by an update (a gate run's) joins the spread `old`
+/// recorded: the lowest and the highest of both, so a spread is never dropped by one or two
+/// measurements that happened to agree.
+pub fn widen(measured: &mut Entry, old: &Entry) {
+    if let Some(high) = old.peak_max {
+        measured.peak_max = Some(high.max(measured.peak_max.unwrap_or(measured.peak)));
+        measured.peak = measured.peak.min(old.peak);
+    }
+    if let Some(high) = old.retained_max {
+        measured.retained_max = Some(high.max(measured.retained_max.unwrap_or(measured.retained)));
+        measured.retained = measured.retained.min(old.retained);
+    }
+}
+
 /// Whether a recorded entry already accounts for a new measurement, so that an update leaves it
 /// alone (files do not churn): every value of the new one, its spread included, passes the old
 /// entry's gate and none is an improvement. For two stable entries this is
@@ -117,6 +131,32 @@ mod tests {
             allocations: 7,
             ..Entry::default()
         }
+    }
+
+    #[test]
+    fn a_gate_run_s_measurement_widens_a_spread_and_never_drops_it() {
+        let old = Entry {
+            peak_max: Some(3 * MIB),
+            ..e(MIB, 0)
+        };
+        let mut inside = e(2 * MIB, 5);
+        widen(&mut inside, &old);
+        assert_eq!((inside.peak, inside.peak_max), (MIB, Some(3 * MIB)));
+        assert_eq!(
+            (inside.retained, inside.retained_max),
+            (5, None),
+            "retained was stable"
+        );
+        let mut above = e(4 * MIB, 0);
+        widen(&mut above, &old);
+        assert_eq!((above.peak, above.peak_max), (MIB, Some(4 * MIB)));
+        let mut below = e(MIB / 2, 0);
+        widen(&mut below, &old);
+        assert_eq!((below.peak, below.peak_max), (MIB / 2, Some(3 * MIB)));
+        // a stable entry stays stable
+        let mut plain = e(2 * MIB, 0);
+        widen(&mut plain, &e(MIB, 0));
+        assert_eq!(plain, e(2 * MIB, 0));
     }
 
     #[test]

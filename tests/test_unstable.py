@@ -331,3 +331,19 @@ def test_memcheck_update_from_results_writes_the_spread(project, monkeypatch):
     assert "bad.json:" in done.stderr
     assert "test 'test_noisy.py::test_noisy', measured: peak_max = 1 is below peak" in done.stderr
     assert not (project.path / "baselines" / "test_noisy.toml").exists()
+
+
+def test_memcheck_update_from_a_gate_run_keeps_the_spread(project, monkeypatch):
+    record(project, monkeypatch)
+    # A gate run measures once or twice: it cannot tell the test stable. Its 2 MiB lies inside
+    # the spread; accepting every value of it with --all must not drop the spread.
+    monkeypatch.setenv("NOISY", str(2 * MIB))
+    assert project.run("--memcheck", "--memcheck-json=gate.json").ret == 0
+    done = memcheck(project.path, "update", "--from", "gate.json", "--all")
+    assert done.returncode == 0, done.stderr
+    noisy = project.baselines("test_noisy.toml")["test_noisy"]
+    assert MIB <= noisy["peak"] < MIB + 64 * 1024
+    assert 3 * MIB <= noisy["peak_max"] < 3 * MIB + 64 * 1024
+    # and a later 3 MiB still passes, as the spread promised
+    monkeypatch.setenv("NOISY", str(3 * MIB))
+    assert project.run("--memcheck").ret == 0

@@ -908,7 +908,7 @@ class Manager:
         accept = (
             f"memcheck update --from {shlex.quote(Path(json_path).name)}"
             if json_path
-            else "pytest --memcheck-update"
+            else "pytest --memcheck-update" + (" --memcheck-native" if self.engine.native else "")
         )
         annotations, summary = self.engine.github(
             self.stale, accept, _repository_prefix(self.config)
@@ -1138,7 +1138,10 @@ class MeasuredCall:
         confirm = engine.confirm and rules.get("confirm", True) is not False
         if manager.leaks and confirm:
             return (yield from self._hunt_leak())
-        hint = "pytest --memcheck-update " + shlex.quote(item.nodeid)
+        # An update without --memcheck-native keeps the native baseline as it is: the hint
+        # must count it too, or it would never turn the run green.
+        native = " --memcheck-native" if engine.native else ""
+        hint = f"pytest --memcheck-update{native} " + shlex.quote(item.nodeid)
         started = time.monotonic()
         try:
             result, first = yield MEASURE
