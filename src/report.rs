@@ -236,7 +236,8 @@ pub fn ungated(results: &[TestResult], here: &str) -> Option<(String, bool)> {
         "{foreign} of {} measured tests were not gated: their baselines were recorded in another \
          environment than this one ({}). Record baselines here (pytest --memcheck-update, or \
          memcheck update --from the results of a CI run), or keep one set per platform with \
-         baseline-dir = \"baselines/{{platform}}\".",
+         baseline-dir = \"baselines/{{platform}}\"; jobs in another interpreter mode (-X dev, \
+         PYTHONMALLOC) get their own directory, e.g. --memcheck-baseline-dir=baselines-dev.",
         results.len(),
         crate::escape::terminal(here),
     );

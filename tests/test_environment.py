@@ -264,6 +264,9 @@ def test_baselines_of_another_environment_are_never_a_quiet_pass(project, monkey
     local.stdout.fnmatch_lines(
         ["*memcheck: 1 of 1 measured tests were not gated*another environment*"]
     )
+    # what to do, for platforms and for interpreter modes alike
+    assert 'baseline-dir = "baselines/{platform}"' in local.stdout.str()
+    assert "--memcheck-baseline-dir=baselines-dev" in local.stdout.str()
     # On CI a gate that gates nothing fails, with the annotation and the summary line.
     summary = project.path / "summary.md"
     monkeypatch.setenv("CI", "true")
