@@ -44,6 +44,7 @@ mod imp {
     use super::super::elf::{each_object, load_counts, Object};
     use super::super::hooks::{counts_here, outermost};
     use super::super::ledger::{Ledger, Totals};
+    use super::super::prior;
 
     /// Switched on for the run (the redirections were made).
     static ENABLED: AtomicBool = AtomicBool::new(false);
@@ -121,13 +122,13 @@ mod imp {
         } else {
             ledger().released(ptr as usize)
         };
-        // A block from before the window: its growth is charged, against its usable size.
-        let before = match (old, ptr.is_null()) {
-            (None, false) => {
-                // SAFETY: `ptr` is a live block of the C allocator (the caller's contract).
-                unsafe { libc::malloc_usable_size(ptr) }
-            }
-            _ => 0,
+        // A block from before the window: its growth is charged, against its usable size
+        // (`Ledger::reallocated`, the Python ledger's rule); a block counted inside the window
+        // passes on the credit it carries.
+        let credit = match old {
+            Some(old) => old.credit,
+            None if !ptr.is_null() => prior::usable(ptr),
+            None => 0,
         };
         let p = call();
         if p.is_null() {
@@ -137,13 +138,7 @@ mod imp {
                 ledger().restore(ptr as usize, old);
             }
         } else if counts_here() {
-            let size = size.unwrap_or(0);
-            let charge = if old.is_some() || ptr.is_null() {
-                size
-            } else {
-                size.saturating_sub(before)
-            };
-            ledger().allocated(p as usize, charge as u64);
+            ledger().reallocated(p as usize, size.unwrap_or(0) as u64, credit);
         }
         p
     }

@@ -67,14 +67,16 @@ unsafe fn debug_size(ptr: *const c_void, domain: usize) -> Option<u64> {
         .then_some(nbytes as u64)
 }
 
+/// The usable size of a live block of the C library's malloc.
 #[cfg(target_os = "linux")]
-fn usable(ptr: *mut c_void) -> u64 {
-    // SAFETY: called only with live blocks of the C library's malloc (Oracle::Malloc).
+pub(crate) fn usable(ptr: *mut c_void) -> u64 {
+    // SAFETY: called only with live blocks of the C library's malloc (Oracle::Malloc, or the
+    // native meter's redirected calls).
     unsafe { libc::malloc_usable_size(ptr) as u64 }
 }
 
 #[cfg(not(target_os = "linux"))]
-fn usable(_ptr: *mut c_void) -> u64 {
+pub(crate) fn usable(_ptr: *mut c_void) -> u64 {
     0
 }
 
