@@ -35,7 +35,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::boundary::Boundary;
+use crate::boundary::{slashed, Boundary};
 use crate::error::{Error, Result};
 
 /// The newest file format this engine reads and the one it writes.
@@ -367,11 +367,7 @@ pub fn files_in(dir: &Path) -> Vec<(String, PathBuf)> {
             } else if path.extension().is_some_and(|x| x == "toml")
                 && !e.file_name().to_string_lossy().starts_with('.')
             {
-                let name = path
-                    .strip_prefix(dir)
-                    .unwrap_or(&path)
-                    .to_string_lossy()
-                    .replace('\\', "/");
+                let name = slashed(path.strip_prefix(dir).unwrap_or(&path));
                 out.push((name, path));
             }
         }

@@ -341,6 +341,14 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
 }
 
 // The ways out are built with Unix symlinks.
+/// A relative path as git and baseline names write it: `/`-separated, no leading `/`.
+pub fn slashed(path: &Path) -> String {
+    path.to_string_lossy()
+        .replace('\\', "/")
+        .trim_start_matches('/')
+        .to_string()
+}
+
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;

@@ -12,14 +12,16 @@ use comfy_table::presets::{ASCII_MARKDOWN, UTF8_FULL_CONDENSED};
 use comfy_table::{ColumnConstraint, ContentArrangement, Table};
 
 use crate::baseline::{files_in, module_of, split_nodeid, BaselineFile, Entry, Environment};
+use crate::boundary::slashed;
 use crate::config;
 use crate::error::{Error, Result};
 use crate::escape::{markdown, terminal, terminal_text};
 use crate::gate::Metric;
 use crate::git::Repo;
 use crate::results::Results;
-use crate::session::{Coverage, Session, UpdateMode};
-use crate::sizes::{format_delta, format_size};
+use crate::session::Session;
+use crate::sizes::{format_change, format_size};
+use crate::store::{Coverage, UpdateMode};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -237,10 +239,7 @@ fn run(cli: Cli, here: &Here) -> Result<i32> {
                 &Path::new(&repo.relative(&root)?).join(&dir),
                 module,
             )?;
-            let path = path
-                .to_string_lossy()
-                .trim_start_matches('/')
-                .replace('\\', "/");
+            let path = slashed(&path);
             match log(&repo.history(&path)?, key, &nodeid) {
                 Some(text) => {
                     print!("{text}");
@@ -389,10 +388,7 @@ fn read_all(root: &Path, dir: &Path, rev: Option<&str>) -> Result<BTreeMap<Strin
         Some(rev) => {
             let repo = Repo::discover(root)?;
             let in_repo = Path::new(&repo.relative(root)?).join(dir);
-            let in_repo = in_repo
-                .to_string_lossy()
-                .trim_start_matches('/')
-                .replace('\\', "/");
+            let in_repo = slashed(&in_repo);
             for (name, text) in repo.files_at(rev, &in_repo)? {
                 let file =
                     BaselineFile::parse(&text, Path::new(&format!("{rev}:{in_repo}/{name}")))?;
@@ -463,19 +459,12 @@ fn show(files: &BTreeMap<String, BaselineFile>) -> String {
 fn change(old: Option<u64>, new: Option<u64>) -> String {
     match (old, new) {
         (Some(a), Some(b)) if a == b => format_size(b),
-        (Some(a), Some(b)) => {
-            let pct = if a == 0 {
-                String::new()
-            } else {
-                format!(" {:+.1}%", (b as f64 - a as f64) * 100.0 / a as f64)
-            };
-            format!(
-                "{} → {} ({}{pct})",
-                format_size(a),
-                format_size(b),
-                format_delta(b as i128 - a as i128)
-            )
-        }
+        (Some(a), Some(b)) => format!(
+            "{} → {} ({})",
+            format_size(a),
+            format_size(b),
+            format_change(b, a)
+        ),
         (None, Some(b)) => format!("new: {}", format_size(b)),
         (Some(a), None) => format!("removed (was {})", format_size(a)),
         (None, None) => String::new(),

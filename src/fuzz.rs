@@ -17,8 +17,8 @@ use crate::baseline::{BaselineFile, Entry, Environment};
 use crate::config;
 use crate::error::Error;
 use crate::gate::Outcome;
+use crate::gate::TestResult;
 use crate::results::{Gating, Results};
-use crate::session::TestResult;
 use crate::sizes::{parse_percent, parse_size};
 
 /// Cases per property, reported in the README.
@@ -498,7 +498,8 @@ mod links {
 
     use crate::boundary::Boundary;
     use crate::config::Settings;
-    use crate::session::{Coverage, Session, UpdateMode};
+    use crate::session::Session;
+    use crate::store::{Coverage, UpdateMode};
 
     /// A tree with links in and out of the root, for the boundary properties.
     struct Tree {

@@ -1,6 +1,9 @@
 //! The gate: `limit = baseline × (1 + tolerance) + floor`, and the verdict of one test.
 
+use std::collections::BTreeMap;
 use std::fmt;
+
+use serde::{Deserialize, Serialize};
 
 use crate::baseline::Entry;
 use crate::sizes::{format_delta, format_size, Percent};
@@ -431,6 +434,48 @@ pub fn fails(outcome: Outcome, strict: bool) -> bool {
         Outcome::New | Outcome::EnvMismatch | Outcome::Disturbed => strict,
         _ => false,
     }
+}
+
+/// A place in a file of the project: where a test is defined, or where it allocated.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Location {
+    pub path: String,
+    /// 1-based.
+    pub line: u32,
+}
+
+/// One measured test and its verdict. It crosses from xdist workers and into the results JSON in
+/// this serialized form.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TestResult {
+    pub nodeid: String,
+    pub outcome: Outcome,
+    /// Whether the verdict fails the test.
+    pub failed: bool,
+    /// The test passed its own assertions: its values may be written by an update.
+    pub recordable: bool,
+    pub measured: Entry,
+    pub baseline: Option<Entry>,
+    /// The limit of each gated metric.
+    pub limits: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub location: Option<Location>,
+    /// The top allocation site of a failing test's diagnosis, when it is a file of the project
+    /// (relative to the root like `location`): where the annotation points.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<Location>,
+    /// The failure message, empty when the test passes the gate.
+    #[serde(default)]
+    pub message: String,
+    /// Why the measurement cannot be trusted (outcome `disturbed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disturbed: Option<String>,
+    /// The metrics recorded with a spread (README, "Unstable tests"): by this update's
+    /// measurements, or in the baseline judged. Absent for a stable test.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unstable: Vec<String>,
+    #[serde(skip)]
+    pub checks: Vec<Check>,
 }
 
 #[cfg(test)]

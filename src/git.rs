@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use git2::{ObjectType, Repository, Sort, TreeWalkMode, TreeWalkResult};
 
+use crate::boundary::slashed;
 use crate::error::{Error, Result};
 
 /// A repository and a path prefix: where the baseline directory sits inside it.
@@ -48,7 +49,7 @@ impl Repo {
                 format!("is outside the repository at {}", self.workdir.display()),
             )
         })?;
-        Ok(rel.to_string_lossy().replace('\\', "/"))
+        Ok(slashed(rel))
     }
 
     /// The commit a revision names, with an error that says how to get it.

@@ -9,8 +9,9 @@ use std::fmt::Write as _;
 
 use crate::escape::{command_data, command_property, markdown, markdown_code};
 use crate::gate::Outcome;
-use crate::session::TestResult;
-use crate::sizes::{format_delta, format_size};
+use crate::gate::TestResult;
+use crate::report::delta;
+use crate::sizes::format_size;
 
 /// GitHub shows at most this many error annotations per step.
 pub const MAX_ERRORS: usize = 10;
@@ -64,11 +65,6 @@ pub fn annotations(results: &[TestResult], prefix: &str) -> Vec<String> {
         ));
     }
     lines
-}
-
-fn delta(now: u64, base: Option<u64>) -> String {
-    base.map(|b| format_delta(now as i128 - b as i128))
-        .unwrap_or_default()
 }
 
 /// The Markdown step summary: over budget first, then improved, new, other environments, stale;
@@ -187,7 +183,7 @@ pub fn step_summary(
 mod tests {
     use super::*;
     use crate::baseline::Entry;
-    use crate::session::Location;
+    use crate::gate::Location;
 
     fn failed(id: &str, message: &str) -> TestResult {
         TestResult {

@@ -13,6 +13,7 @@ mod fuzz;
 pub mod gate;
 pub mod git;
 pub mod github;
+pub mod markers;
 pub mod meter;
 mod python;
 pub mod report;
@@ -20,6 +21,7 @@ pub mod results;
 pub mod session;
 pub mod sizes;
 pub mod spread;
+pub mod store;
 
 use pyo3::prelude::*;
 

@@ -11,9 +11,11 @@ use crate::boundary::Boundary;
 use crate::config;
 use crate::error::Error;
 use crate::escape;
+use crate::gate::{Location, TestResult};
+use crate::markers::MarkerRules;
 use crate::meter::{self, MeterKind};
 use crate::report;
-use crate::session::{Coverage, Location, MarkerRules, TestResult, UpdateMode};
+use crate::store::{Coverage, UpdateMode};
 
 /// What one window measured.
 #[pyclass(frozen, module = "pytest_memcheck._engine")]
@@ -418,7 +420,7 @@ impl Session {
 
     #[getter]
     fn baseline_dir(&self) -> PathBuf {
-        self.inner.dir.clone()
+        self.inner.dir().to_path_buf()
     }
 
     #[getter]

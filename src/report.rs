@@ -6,9 +6,9 @@ use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{Cell, ContentArrangement, Table};
 
 use crate::escape::terminal;
+use crate::gate::TestResult;
 use crate::gate::{Metric, Outcome};
-use crate::session::TestResult;
-use crate::sizes::{format_delta, format_size};
+use crate::sizes::{format_change, format_size};
 
 /// The message of a test the gate fails.
 pub fn failure_message(r: &TestResult, update_hint: &str) -> String {
@@ -61,16 +61,9 @@ pub fn failure_message(r: &TestResult, update_hint: &str) -> String {
     lines.join("\n")
 }
 
-fn delta(now: u64, base: Option<u64>) -> String {
-    match base {
-        Some(b) if b > 0 => format!(
-            "{} ({:+.1}%)",
-            format_delta(now as i128 - b as i128),
-            (now as f64 - b as f64) * 100.0 / b as f64
-        ),
-        Some(b) => format_delta(now as i128 - b as i128),
-        None => String::new(),
-    }
+/// The change from the baseline, empty without one.
+pub fn delta(now: u64, base: Option<u64>) -> String {
+    base.map(|b| format_change(now, b)).unwrap_or_default()
 }
 
 /// The summary table: tests over budget, improved, new, with other environments' baselines, and
@@ -327,7 +320,7 @@ mod tests {
             t.find("over").unwrap() < t.find("t.py::new").unwrap(),
             "worst first"
         );
-        assert!(t.contains("+3.00 MiB (+300.0%)"), "{t}");
+        assert!(t.contains("+3.00 MiB +300.0%"), "{t}");
         assert!(summary_table(&rs, &[], true).unwrap().contains("t.py::ok"));
         assert_eq!(
             totals_line(&rs, 1),

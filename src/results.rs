@@ -11,7 +11,7 @@ use crate::baseline::Environment;
 use crate::boundary::Boundary;
 use crate::error::{Error, Result};
 use crate::gate::Outcome;
-use crate::session::TestResult;
+use crate::gate::TestResult;
 
 /// The schema version this engine writes and reads.
 pub const VERSION: u32 = 1;

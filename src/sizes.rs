@@ -170,6 +170,17 @@ pub fn format_delta(delta: i128) -> String {
     )
 }
 
+/// The change from `base` to `now`, the one form every report uses: `+1.00 MiB +100.0%` (no
+/// percentage from zero).
+pub fn format_change(now: u64, base: u64) -> String {
+    let delta = format_delta(now as i128 - base as i128);
+    if base == 0 {
+        return delta;
+    }
+    let pct = (now as f64 - base as f64) * 100.0 / base as f64;
+    format!("{delta} {pct:+.1}%")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,6 +277,9 @@ mod tests {
         assert_eq!(format_size(200 << 20), "200 MiB");
         assert_eq!(format_delta(-512), "-512 B");
         assert_eq!(format_delta(65_536), "+64.0 KiB");
+        assert_eq!(format_change(3 << 20, 1 << 20), "+2.00 MiB +200.0%");
+        assert_eq!(format_change(1 << 20, 2 << 20), "-1.00 MiB -50.0%");
+        assert_eq!(format_change(512, 0), "+512 B");
     }
 
     proptest! {
