@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # pytest-memcheck's two entry points, on a fresh machine with Rust, Python 3 and pip:
 #   ./tasks.sh demo   the gate on the bundled example project: a passing run, then a planted regression failing
-#   ./tasks.sh test   the whole test suite: cargo test, then pytest (our suite gated by our own baselines)
+#   ./tasks.sh test   the whole test suite: cargo test (the core without Python, then the meter with it),
+#                     then pytest (our suite gated by our own baselines)
 #   ./tasks.sh wheel  a release wheel in dist/, proven: a fresh venv without Rust on PATH installs it
 #                     with pip and gates a tiny project with it
 #   ./tasks.sh matrix the exactness tests (normal and -X dev) and the suite under every CPython 3.9-3.14
@@ -32,9 +33,17 @@ test() {
     export PATH="$venv/bin:$PATH"  # actionlint, zizmor, memcheck
     cargo fmt --check
     cargo clippy --release --all-targets -q -- -D warnings
+    cargo clippy --release --all-targets -q --features python -- -D warnings
     "$venv/bin/ruff" check pytest_plugin tests examples
     "$venv/bin/ruff" format --check -q pytest_plugin tests examples
+    # The core builds and tests without Python: pyo3 is not even a dependency without the feature.
+    if cargo tree -e normal -q | grep -q pyo3; then
+        echo "test: the core depends on pyo3 without the python feature" >&2
+        return 1
+    fi
     cargo test --release -q
+    # The meter's own tests need the interpreter (linked against libpython).
+    cargo test --release -q --features python meter::
     # exit code 5 (no tests collected) means something is broken: fail on it like on any other.
     "$venv/bin/python" -m pytest --memcheck -p no:randomly "$@"
 }

@@ -111,6 +111,7 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+#[cfg(feature = "python")]
 mod python {
     use super::Error;
     use pyo3::create_exception;
@@ -157,6 +158,7 @@ mod python {
     }
 }
 
+#[cfg(feature = "python")]
 pub use python::{FileFormatError, MemcheckError, MeterError, UsageError};
 
 #[cfg(test)]

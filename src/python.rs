@@ -13,36 +13,9 @@ use crate::error::Error;
 use crate::escape;
 use crate::gate::{Location, TestResult};
 use crate::markers::MarkerRules;
-use crate::meter::{self, MeterKind};
+use crate::meter::{self, Measurement, MeterKind};
 use crate::report;
 use crate::store::{Coverage, UpdateMode};
-
-/// What one window measured.
-#[pyclass(frozen, module = "pytest_memcheck._engine")]
-#[derive(Clone)]
-pub struct Measurement {
-    #[pyo3(get)]
-    peak: u64,
-    #[pyo3(get)]
-    retained: u64,
-    #[pyo3(get)]
-    allocations: u64,
-    #[pyo3(get)]
-    cycles: u64,
-    /// Why the numbers cannot be trusted, or None.
-    #[pyo3(get)]
-    disturbed: Option<String>,
-    /// The highest values of an unstable test's measurements (`Session.settle`), or None.
-    #[pyo3(get)]
-    peak_max: Option<u64>,
-    #[pyo3(get)]
-    retained_max: Option<u64>,
-    /// Native memory (`--memcheck-native`), None when it was not counted.
-    #[pyo3(get)]
-    native_peak: Option<u64>,
-    #[pyo3(get)]
-    native_retained: Option<u64>,
-}
 
 #[pymethods]
 impl Measurement {
@@ -75,25 +48,15 @@ impl Measurement {
     }
 
     /// Whether the numbers can be trusted.
-    #[getter]
-    fn intact(&self) -> bool {
-        self.disturbed.is_none()
+    #[getter(intact)]
+    fn py_intact(&self) -> bool {
+        self.intact()
     }
 
-    /// The smaller of two measurements of the same test, metric by metric: a one-time cost or a
-    /// scheduling accident shows in one of them, a regression in both.
-    fn least(&self, other: &Measurement) -> Measurement {
-        Measurement {
-            peak: self.peak.min(other.peak),
-            retained: self.retained.min(other.retained),
-            allocations: self.allocations.min(other.allocations),
-            cycles: self.cycles.min(other.cycles),
-            disturbed: self.disturbed.clone().or_else(|| other.disturbed.clone()),
-            peak_max: None,
-            retained_max: None,
-            native_peak: least(self.native_peak, other.native_peak),
-            native_retained: least(self.native_retained, other.native_retained),
-        }
+    /// The smaller of two measurements of the same test, metric by metric.
+    #[pyo3(name = "least")]
+    fn py_least(&self, other: &Measurement) -> Measurement {
+        self.least(other)
     }
 
     fn __repr__(&self) -> String {
@@ -114,45 +77,6 @@ impl Measurement {
     }
 }
 
-/// The smaller of two optional figures; one that was not counted stays not counted.
-fn least(a: Option<u64>, b: Option<u64>) -> Option<u64> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        _ => a.or(b),
-    }
-}
-
-impl Measurement {
-    fn entry(&self) -> Entry {
-        Entry {
-            peak: self.peak,
-            retained: self.retained,
-            allocations: self.allocations,
-            cycles: self.cycles,
-            peak_max: self.peak_max,
-            retained_max: self.retained_max,
-            native_peak: self.native_peak,
-            native_retained: self.native_retained,
-        }
-    }
-}
-
-impl From<meter::Measurement> for Measurement {
-    fn from(m: meter::Measurement) -> Self {
-        Measurement {
-            peak: m.peak,
-            retained: m.retained,
-            allocations: m.allocations,
-            cycles: m.cycles,
-            disturbed: m.disturbed,
-            peak_max: None,
-            retained_max: None,
-            native_peak: m.native_peak,
-            native_retained: m.native_retained,
-        }
-    }
-}
-
 /// Call `func(*args, **kwargs)` inside a measured window; returns `(result, Measurement)`.
 #[pyfunction]
 #[pyo3(signature = (meter, func, args, kwargs=None))]
@@ -165,7 +89,7 @@ fn measure<'py>(
 ) -> PyResult<(Bound<'py, PyAny>, Measurement)> {
     let kind = MeterKind::parse(meter, "meter")?;
     let (result, m) = meter::measure(py, kind, func, args, kwargs)?;
-    Ok((result, m.into()))
+    Ok((result, m))
 }
 
 /// A window opened and closed by hand, around the execution of a coroutine: `open()` before
@@ -202,7 +126,7 @@ impl Window {
             .open
             .take()
             .ok_or_else(|| Error::Meter("this window is not open".into()))?;
-        Ok(window.close(py, completed)?.into())
+        window.close(py, completed)
     }
 }
 
@@ -514,20 +438,7 @@ impl Session {
         let entries: Vec<Entry> = runs.iter().map(|m| m.entry()).collect();
         let (e, more) = self.inner.settle(&entries, &marker_rules(rules)?)?;
         let disturbed = runs.iter().find_map(|m| m.disturbed.clone());
-        Ok((
-            Measurement {
-                peak: e.peak,
-                retained: e.retained,
-                allocations: e.allocations,
-                cycles: e.cycles,
-                disturbed,
-                peak_max: e.peak_max,
-                retained_max: e.retained_max,
-                native_peak: e.native_peak,
-                native_retained: e.native_retained,
-            },
-            more,
-        ))
+        Ok((Measurement::settled(e, disturbed), more))
     }
 
     /// Keep a result (JSON from `Verdict.to_json`, possibly from an xdist worker).
