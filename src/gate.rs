@@ -396,10 +396,16 @@ pub fn judge(
             });
         }
     }
-    // Native figures counted now but absent from the baseline: they have no baseline yet.
+    // Native figures counted now but absent from the baseline (recorded before native memory
+    // was counted) have no baseline yet: the test is `new` until they are recorded, unless they
+    // are within the floor (a pure-Python test's), which a zero baseline would allow too.
+    let zero_allows = native_tolerance.limit(0);
     let native_new = env_matches
-        && measured.native_peak.is_some()
-        && baseline.is_some_and(|b| b.native_peak.is_none());
+        && baseline.is_some_and(|b| b.native_peak.is_none())
+        && [measured.native_peak, measured.native_retained]
+            .into_iter()
+            .flatten()
+            .any(|v| v > zero_allows);
     if let (true, Some(b), true) = (rules.gate_cycles, baseline, env_matches) {
         checks.push(Check {
             metric: Metric::Cycles,
@@ -550,6 +556,16 @@ mod tests {
         let old = entry(1000, 0);
         assert_eq!(
             judge(&native(MIB, MIB), Some(&old), true, &rules).outcome,
+            Outcome::New
+        );
+        // ... unless within the floor a zero baseline allows (a pure-Python test's), byte-exact
+        let floor = 64 * 1024;
+        assert_eq!(
+            judge(&native(floor, floor), Some(&old), true, &rules).outcome,
+            Outcome::Ok
+        );
+        assert_eq!(
+            judge(&native(0, floor + 1), Some(&old), true, &rules).outcome,
             Outcome::New
         );
         assert_eq!(

@@ -7,6 +7,11 @@ use crate::gate::{Rules, Tolerance, DEFAULT_NATIVE_TOLERANCE};
 use crate::sizes::{parse_percent, parse_size};
 
 /// Per-test settings from markers (`memcheck(...)`, `limit_memory`, `limit_leaks`), as text.
+/// Python builds it as `pytest_memcheck._engine.MarkerRules` (keyword arguments, `python.rs`).
+#[cfg_attr(
+    feature = "python",
+    pyo3::pyclass(frozen, module = "pytest_memcheck._engine")
+)]
 #[derive(Clone, Debug, Default)]
 pub struct MarkerRules {
     pub peak: Option<String>,
@@ -27,6 +32,25 @@ pub struct MarkerRules {
 }
 
 impl MarkerRules {
+    /// The rules of a test without markers.
+    pub fn unmarked() -> Self {
+        MarkerRules {
+            origin: "memcheck marker".into(),
+            peak_origin: "the memcheck marker",
+            retained_origin: "the memcheck marker",
+            ..MarkerRules::default()
+        }
+    }
+
+    /// Which marker set a limit, from its name as the plugin gives it.
+    pub fn limit_origin(name: Option<&str>) -> &'static str {
+        match name {
+            Some("limit_memory") => "limit_memory",
+            Some("limit_leaks") => "limit_leaks",
+            _ => "the memcheck marker",
+        }
+    }
+
     /// The gate's rules for a test with these markers under `settings`; errors name the marker.
     pub fn rules(&self, settings: &Settings) -> Result<Rules> {
         let marks = self;

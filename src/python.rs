@@ -254,43 +254,80 @@ impl Verdict {
     }
 }
 
-fn marker_rules(d: Option<&Bound<'_, PyDict>>) -> PyResult<MarkerRules> {
-    let mut rules = MarkerRules {
-        peak_origin: "the memcheck marker",
-        retained_origin: "the memcheck marker",
-        ..MarkerRules::default()
-    };
-    let Some(d) = d else { return Ok(rules) };
-    let text = |key: &str| -> PyResult<Option<String>> {
-        match d.get_item(key)? {
-            Some(v) if !v.is_none() => Ok(Some(v.str()?.to_string())),
-            _ => Ok(None),
-        }
-    };
-    rules.peak = text("peak")?;
-    rules.retained = text("retained")?;
-    rules.tolerance = text("tolerance")?;
-    rules.floor = text("floor")?;
-    rules.origin = text("origin")?.unwrap_or_else(|| "memcheck marker".into());
-    let flag = |key: &str| -> PyResult<Option<bool>> {
-        match d.get_item(key)? {
-            Some(v) if !v.is_none() => Ok(Some(v.is_truthy()?)),
-            _ => Ok(None),
-        }
-    };
-    rules.gate_cycles = flag("gate_cycles")?;
-    rules.gate_retained = flag("gate_retained")?;
-    rules.unstable = text("unstable")?;
-    let source = |key: &str| -> PyResult<&'static str> {
-        Ok(match text(key)?.as_deref() {
-            Some("limit_memory") => "limit_memory",
-            Some("limit_leaks") => "limit_leaks",
-            _ => "the memcheck marker",
+/// A marker value as the text the engine parses: sizes and percentages may be given as numbers.
+fn marker_text(v: Option<Bound<'_, PyAny>>) -> PyResult<Option<String>> {
+    v.filter(|v| !v.is_none())
+        .map(|v| Ok(v.str()?.to_string()))
+        .transpose()
+}
+
+#[pymethods]
+impl MarkerRules {
+    /// The keyword arguments the constructor takes: the plugin passes these of a test's marker
+    /// settings and keeps the rest (`confirm`, `skip`) to itself.
+    #[classattr]
+    const KEYS: [&'static str; 10] = [
+        "origin",
+        "peak",
+        "retained",
+        "tolerance",
+        "floor",
+        "gate_cycles",
+        "gate_retained",
+        "unstable",
+        "peak_origin",
+        "retained_origin",
+    ];
+
+    #[new]
+    #[pyo3(signature = (*, origin=None, peak=None, retained=None, tolerance=None, floor=None, gate_cycles=None, gate_retained=None, unstable=None, peak_origin=None, retained_origin=None))]
+    #[allow(clippy::too_many_arguments)] // the keyword arguments of a Python constructor
+    fn py_new(
+        origin: Option<String>,
+        peak: Option<Bound<'_, PyAny>>,
+        retained: Option<Bound<'_, PyAny>>,
+        tolerance: Option<Bound<'_, PyAny>>,
+        floor: Option<Bound<'_, PyAny>>,
+        gate_cycles: Option<bool>,
+        gate_retained: Option<bool>,
+        unstable: Option<String>,
+        peak_origin: Option<String>,
+        retained_origin: Option<String>,
+    ) -> PyResult<Self> {
+        let unmarked = MarkerRules::unmarked();
+        Ok(MarkerRules {
+            peak: marker_text(peak)?,
+            retained: marker_text(retained)?,
+            tolerance: marker_text(tolerance)?,
+            floor: marker_text(floor)?,
+            gate_cycles,
+            gate_retained,
+            unstable,
+            origin: origin.unwrap_or(unmarked.origin),
+            peak_origin: MarkerRules::limit_origin(peak_origin.as_deref()),
+            retained_origin: MarkerRules::limit_origin(retained_origin.as_deref()),
         })
-    };
-    rules.peak_origin = source("peak_origin")?;
-    rules.retained_origin = source("retained_origin")?;
-    Ok(rules)
+    }
+}
+
+/// The rules given, or those of a test without markers.
+fn marker_rules(rules: Option<PyRef<'_, MarkerRules>>) -> MarkerRules {
+    rules.map_or_else(MarkerRules::unmarked, |r| r.clone())
+}
+
+/// What an update did to one baseline file.
+#[pyclass(frozen, get_all, module = "pytest_memcheck._engine")]
+pub struct FileChange {
+    path: PathBuf,
+    /// Entries written.
+    written: usize,
+    /// Entries of tests no longer collected, removed.
+    pruned: usize,
+    /// The file was removed: no entry was left.
+    deleted: bool,
+    /// What else happened to it (re-recorded from another environment, or left alone), for
+    /// the terminal.
+    note: Option<String>,
 }
 
 fn coverage(complete: bool, collected: Vec<String>, scope: Vec<String>) -> Coverage {
@@ -398,8 +435,8 @@ impl Session {
     }
 
     #[pyo3(signature = (rules=None))]
-    fn check_markers(&self, rules: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
-        Ok(self.inner.check_markers(&marker_rules(rules)?)?)
+    fn check_markers(&self, rules: Option<PyRef<'_, MarkerRules>>) -> PyResult<()> {
+        Ok(self.inner.check_markers(&marker_rules(rules))?)
     }
 
     /// Judge a measurement; `update_hint` is the command shown to accept a change.
@@ -408,14 +445,14 @@ impl Session {
         &mut self,
         nodeid: &str,
         measurement: &Measurement,
-        rules: Option<&Bound<'_, PyDict>>,
+        rules: Option<PyRef<'_, MarkerRules>>,
         update_hint: &str,
     ) -> PyResult<Verdict> {
         let result = self.inner.judge(
             nodeid,
             measurement.entry(),
             measurement.disturbed.clone(),
-            &marker_rules(rules)?,
+            &marker_rules(rules),
             update_hint,
         )?;
         Ok(Verdict {
@@ -433,10 +470,10 @@ impl Session {
     fn settle(
         &self,
         runs: Vec<PyRef<'_, Measurement>>,
-        rules: Option<&Bound<'_, PyDict>>,
+        rules: Option<PyRef<'_, MarkerRules>>,
     ) -> PyResult<(Measurement, bool)> {
         let entries: Vec<Entry> = runs.iter().map(|m| m.entry()).collect();
-        let (e, more) = self.inner.settle(&entries, &marker_rules(rules)?)?;
+        let (e, more) = self.inner.settle(&entries, &marker_rules(rules))?;
         let disturbed = runs.iter().find_map(|m| m.disturbed.clone());
         Ok((Measurement::settled(e, disturbed), more))
     }
@@ -458,15 +495,14 @@ impl Session {
         Ok(self.inner.stale(&coverage(complete, collected, scope))?)
     }
 
-    /// Write baselines; returns (path, written, pruned, deleted, note) per changed file.
-    #[allow(clippy::type_complexity)]
+    /// Write baselines; returns what changed, file by file.
     fn update(
         &mut self,
         all: bool,
         complete: bool,
         collected: Vec<String>,
         scope: Vec<String>,
-    ) -> PyResult<Vec<(PathBuf, usize, usize, bool, Option<String>)>> {
+    ) -> PyResult<Vec<FileChange>> {
         let mode = if all {
             UpdateMode::All
         } else {
@@ -478,9 +514,12 @@ impl Session {
         // Notes quote environments read from baseline files: shown in the terminal.
         Ok(changes
             .into_iter()
-            .map(|c| {
-                let note = c.note.as_deref().map(escape::terminal);
-                (c.path, c.written, c.pruned, c.deleted, note)
+            .map(|c| FileChange {
+                note: c.note.as_deref().map(escape::terminal),
+                path: c.path,
+                written: c.written,
+                pruned: c.pruned,
+                deleted: c.deleted,
             })
             .collect())
     }
@@ -605,6 +644,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Verdict>()?;
     m.add_class::<Window>()?;
     m.add_class::<Session>()?;
+    m.add_class::<MarkerRules>()?;
+    m.add_class::<FileChange>()?;
     m.add_function(wrap_pyfunction!(measure, m)?)?;
     m.add_function(wrap_pyfunction!(cli, m)?)?;
     m.add_function(wrap_pyfunction!(write_flamegraph, m)?)?;

@@ -1,7 +1,36 @@
 """Typed stubs of the Rust engine (src/python.rs)."""
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, final
+
+__all__ = [
+    "Measurement",
+    "Verdict",
+    "Window",
+    "Session",
+    "MarkerRules",
+    "FileChange",
+    "measure",
+    "cli",
+    "write_flamegraph",
+    "write_dump_file",
+    "append_step_summary",
+    "dump_stem",
+    "escape_terminal",
+    "meter_footprint",
+    "enable_native",
+    "exclude_threads_running_now",
+    "escape_command",
+    "escape_markdown",
+    "parse_size",
+    "parse_percent",
+    "format_size",
+    "MemcheckError",
+    "UsageError",
+    "FileFormatError",
+    "MeterError",
+    "FORMAT",
+]
 
 FORMAT: int
 
@@ -10,6 +39,7 @@ class UsageError(MemcheckError): ...
 class FileFormatError(MemcheckError): ...
 class MeterError(MemcheckError): ...
 
+@final
 class Measurement:
     peak: int
     retained: int
@@ -21,8 +51,8 @@ class Measurement:
     retained_max: int | None
     native_peak: int | None
     native_retained: int | None
-    def __init__(
-        self,
+    def __new__(
+        cls,
         peak: int,
         retained: int,
         allocations: int = 0,
@@ -33,15 +63,47 @@ class Measurement:
         retained_max: int | None = None,
         native_peak: int | None = None,
         native_retained: int | None = None,
-    ) -> None: ...
+    ) -> Measurement: ...
     def least(self, other: Measurement) -> Measurement: ...
 
+@final
+class MarkerRules:
+    """A test's rules from its markers; sizes and percentages as text or numbers."""
+
+    KEYS: list[str]
+    def __new__(
+        cls,
+        *,
+        origin: str | None = None,
+        peak: str | int | float | None = None,
+        retained: str | int | float | None = None,
+        tolerance: str | int | float | None = None,
+        floor: str | int | float | None = None,
+        gate_cycles: bool | None = None,
+        gate_retained: bool | None = None,
+        unstable: str | None = None,
+        peak_origin: str | None = None,
+        retained_origin: str | None = None,
+    ) -> MarkerRules: ...
+
+@final
+class FileChange:
+    """What an update did to one baseline file."""
+
+    path: Path
+    written: int
+    pruned: int
+    deleted: bool
+    note: str | None
+
+@final
 class Window:
     """A measured window around a coroutine's execution: open() before, close() after."""
-    def __init__(self, meter: str) -> None: ...
+    def __new__(cls, meter: str) -> Window: ...
     def open(self) -> None: ...
     def close(self, completed: bool) -> Measurement: ...
 
+@final
 class Verdict:
     outcome: str
     failed: bool
@@ -58,6 +120,7 @@ class Verdict:
         site: tuple[str, int] | None = None,
     ) -> str: ...
 
+@final
 class Session:
     baseline_dir: Path
     meter: str
@@ -67,8 +130,8 @@ class Session:
     config_file: Path | None
     thresholds: str
     environment: str
-    def __init__(
-        self,
+    def __new__(
+        cls,
         root: str,
         overrides: dict[str, str],
         python: str,
@@ -77,25 +140,25 @@ class Session:
         git_ref: str | None = None,
         ini: dict[str, tuple[str, str]] = ...,
         *,
-        mode: str = "",
-    ) -> None: ...
+        mode: str = ...,
+    ) -> Session: ...
     def preload(self, modules: list[str]) -> None: ...
-    def check_markers(self, rules: dict[str, Any | None] = None) -> None: ...
+    def check_markers(self, rules: MarkerRules | None = None) -> None: ...
     def judge(
         self,
         nodeid: str,
         measurement: Measurement,
-        rules: dict[str, Any | None] = None,
+        rules: MarkerRules | None = None,
         update_hint: str = "",
     ) -> Verdict: ...
     def settle(
-        self, runs: list[Measurement], rules: dict[str, Any | None] = None
+        self, runs: list[Measurement], rules: MarkerRules | None = None
     ) -> tuple[Measurement, bool]: ...
     def record(self, result: str) -> None: ...
     def stale(self, complete: bool, collected: list[str], scope: list[str]) -> list[str]: ...
     def update(
         self, all: bool, complete: bool, collected: list[str], scope: list[str]
-    ) -> list[tuple[Path, int, int, bool, str | None]]: ...
+    ) -> list[FileChange]: ...
     def summary(self, stale: list[str], verbose: bool = False) -> str | None: ...
     def disturbed(self) -> list[str]: ...
     def unstable(self) -> list[str]: ...
@@ -108,7 +171,7 @@ def measure(
     meter: str,
     func: Callable[..., Any],
     args: tuple[Any, ...],
-    kwargs: dict[str, Any | None] = None,
+    kwargs: dict[str, Any] | None = None,
 ) -> tuple[Any, Measurement]: ...
 def meter_footprint() -> int: ...
 def enable_native() -> None:
@@ -121,7 +184,7 @@ def parse_size(text: str, origin: str = "size") -> int: ...
 def parse_percent(text: str, origin: str = "percentage") -> float: ...
 def format_size(bytes: int) -> str: ...
 def cli(
-    args: list[str], python: str, implementation: str, platform: str, mode: str = ""
+    args: list[str], python: str, implementation: str, platform: str, mode: str = ...
 ) -> int: ...
 def write_flamegraph(dir: str, stem: str, folded: str, title: str) -> None: ...
 def write_dump_file(dir: str, name: str, text: str) -> None: ...

@@ -554,6 +554,12 @@ def _memray_limit(item: pytest.Item, mark: pytest.Mark, parameter: str) -> str:
     return str(int(float(quantity) * MEMRAY_UNITS[unit.upper()]))
 
 
+def _engine_rules(rules: dict[str, Any]) -> _engine.MarkerRules:
+    """What the engine judges by, of a test's marker settings (the rest, `confirm` and `skip`,
+    are the plugin's own)."""
+    return _engine.MarkerRules(**{k: v for k, v in rules.items() if k in _engine.MarkerRules.KEYS})
+
+
 def _marker_rules(item: pytest.Item) -> dict[str, Any] | None:
     """The per-test settings of the item's markers, or None to leave it unmeasured."""
     rules: dict[str, Any] = {"origin": f"memcheck marker of {item.nodeid}"}
@@ -598,7 +604,7 @@ class Manager:
         self.incomplete_reasons: list[str] = []
         # Set when the run was refused at start (unreadable baselines): said once, nothing more.
         self.refused: str | None = None
-        self.changes: list[tuple[Any, ...]] = []
+        self.changes: list[_engine.FileChange] = []
         self.warnings: list[str] = []
         self.notes: list[str] = []
         self.stale: list[str] = []
@@ -691,7 +697,7 @@ class Manager:
                 rules = item.stash[RULES] = _marker_rules(item)
                 if rules is not None:
                     try:
-                        self.engine.check_markers(rules)
+                        self.engine.check_markers(_engine_rules(rules))
                     except _engine.MemcheckError as e:
                         raise pytest.UsageError(f"{_where(item)}: {e}") from None
             modules.add(item.nodeid.split("::", 1)[0])
@@ -944,14 +950,14 @@ class Manager:
         for line in self.engine.unstable():
             tr.write_line(line, yellow=True)
         tr.write_line(self.engine.totals(len(self.stale)))
-        for path, written, pruned, deleted, note in self.changes:
-            rel = self._rel(path)
-            if deleted:
+        for change in self.changes:
+            rel = self._rel(change.path)
+            if change.deleted:
                 tr.write_line(f"removed {rel} (no test of it was collected)")
-            elif note:
-                tr.write_line(f"{rel}: {note}")
-            if written or pruned:
-                tr.write_line(f"wrote {rel}: {written} updated, {pruned} pruned")
+            elif change.note:
+                tr.write_line(f"{rel}: {change.note}")
+            if change.written or change.pruned:
+                tr.write_line(f"wrote {rel}: {change.written} updated, {change.pruned} pruned")
         if self.update and not self.changes:
             tr.write_line("baselines unchanged")
         if self.update and self.incomplete_reasons and not self.is_worker:
@@ -1049,6 +1055,7 @@ class MeasuredCall:
         self.item = item
         self.func = func
         self.rules = rules
+        self.engine_rules = _engine_rules(rules)
         self.meter = manager.engine.meter
         self.took = 0.0  # seconds the first measured run took
 
@@ -1151,7 +1158,7 @@ class MeasuredCall:
             manager._warn(f"memcheck: {item.nodeid} not measured: {e}", item)
             return (yield CALL)
         self.took = time.monotonic() - started
-        verdict = engine.judge(item.nodeid, first, rules, hint)
+        verdict = engine.judge(item.nodeid, first, self.engine_rules, hint)
         # One-time costs (caches, first imports, compiled regexes) and scheduling accidents
         # land in one measurement, a regression in both: an over-budget test is measured again
         # and the smaller values are judged; an update records them too, so that baselines do
@@ -1183,9 +1190,11 @@ class MeasuredCall:
                     # Measurements that differ by more than the tolerance: measure more and
                     # record the spread (README, "Unstable tests"); else the smaller values.
                     settled = yield from self._settle([first, second])
-                    verdict = engine.judge(item.nodeid, settled, rules, hint)
+                    verdict = engine.judge(item.nodeid, settled, self.engine_rules, hint)
                 elif second.intact:
-                    verdict = engine.judge(item.nodeid, first.least(second), rules, hint)
+                    verdict = engine.judge(
+                        item.nodeid, first.least(second), self.engine_rules, hint
+                    )
         diagnosis = None
         # The diagnosis names Python allocation sites: not run again for native figures alone.
         python_over = [m for m in verdict.over if not m.startswith("native_")]
@@ -1207,7 +1216,7 @@ class MeasuredCall:
         lowest and highest of an unstable test."""
         manager, item = self.manager, self.item
         while True:
-            settled, more = manager.engine.settle(runs, self.rules)
+            settled, more = manager.engine.settle(runs, self.engine_rules)
             if not more:
                 return settled
             stop = manager._short_of_time(item, self.took, RERUN_COST)
