@@ -354,12 +354,13 @@ def pytest_configure(config: pytest.Config) -> None:
     if not config.pluginmanager.has_plugin("memray"):  # it registers its own markers
         config.addinivalue_line(
             "markers",
-            "limit_memory(memory_limit): fail the test if its peak memory exceeds the limit "
-            "(pytest-memray's marker and units: '24 MB' is 24 MiB)",
+            "limit_memory(memory_limit, current_thread_only=False): fail the test if its peak "
+            "memory exceeds the limit (pytest-memray's marker and units: '24 MB' is 24 MiB)",
         )
         config.addinivalue_line(
             "markers",
-            "limit_leaks(location_limit): fail the test if it retains more than the limit "
+            "limit_leaks(location_limit, filter_fn=None, current_thread_only=False): fail the "
+            "test if one allocation location (its whole stack) retains more than the limit "
             "(pytest-memray's marker and units: '1 MB' is 1 MiB)",
         )
     opt = Options(config)
