@@ -100,12 +100,22 @@ def sites(project):
     return project
 
 
-def run(project, *tests: str):
-    return project.run("--memcheck", *(f"test_sites.py::{t}" for t in tests))
+def run(project, *tests: str, workers: tuple[str, ...] = ()):
+    return project.run("--memcheck", *workers, *(f"test_sites.py::{t}" for t in tests))
 
 
-def test_limit_leaks_judges_each_location_not_the_total(sites):
-    result = run(sites, "test_two_locations_under_the_limit", "test_one_location_over_the_limit")
+# pytest-xdist's workers run the tests in their main thread, beside threads of their own.
+XDIST = pytest.mark.parametrize("workers", [(), ("-n", "2")], ids=["no-xdist", "xdist"])
+
+
+@XDIST
+def test_limit_leaks_judges_each_location_not_the_total(sites, workers):
+    result = run(
+        sites,
+        "test_two_locations_under_the_limit",
+        "test_one_location_over_the_limit",
+        workers=workers,
+    )
     assert outcomes(result) == {"passed": 1, "failed": 1}, result.stdout.str()
     result.stdout.fnmatch_lines(
         [
@@ -132,13 +142,15 @@ def test_filter_fn_picks_the_locations_that_count(sites):
     result.stdout.fnmatch_lines(["*those filter_fn keeps*", "*in make_big <- *: 1.1 MiB*"])
 
 
-def test_current_thread_only_leaves_out_a_helper_thread_s_leak(sites):
+@XDIST
+def test_current_thread_only_leaves_out_a_helper_thread_s_leak(sites, workers):
     result = run(
         sites,
         "test_helper_thread_leaks_only_this_thread",
         "test_helper_thread_leaks_every_thread",
         "test_thread_and_two_locations_only_this_thread",
         "test_this_thread_over_only_this_thread",
+        workers=workers,
     )
     assert outcomes(result) == {"passed": 2, "failed": 2}, result.stdout.str()
     result.stdout.fnmatch_lines(
