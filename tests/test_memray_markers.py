@@ -82,6 +82,12 @@ def test_this_thread_over_only_this_thread():
     in_a_thread(small_a)
     make_big()
 
+@pytest.mark.memcheck(confirm=False)
+@pytest.mark.limit_leaks("1 MB")
+def test_two_locations_run_once():
+    small_a()
+    small_b()
+
 @pytest.mark.limit_memory("1 MB", current_thread_only=True)
 def test_helper_thread_peaks_only_this_thread():
     in_a_thread(lambda: bytearray(2_000_000))
@@ -153,12 +159,11 @@ def test_current_thread_only_leaves_out_a_helper_thread_s_leak(sites, workers):
         workers=workers,
     )
     assert outcomes(result) == {"passed": 2, "failed": 2}, result.stdout.str()
-    result.stdout.fnmatch_lines(
-        [
-            "FAILED test_sites.py::test_helper_thread_leaks_every_thread - *",
-            "FAILED test_sites.py::test_this_thread_over_only_this_thread - *",
-        ]
-    )
+    for failed in (
+        "test_helper_thread_leaks_every_thread",
+        "test_this_thread_over_only_this_thread",
+    ):
+        result.stdout.fnmatch_lines([f"FAILED test_sites.py::{failed} - *"])  # in any order
     text = result.stdout.str()
     # Every thread counts without the option: the helper's location is named, from its thread.
     assert "in make_big <- " in text and "threading.py" in text, text
@@ -180,6 +185,19 @@ def test_limit_memory_current_thread_only_counts_the_test_s_thread(sites):
     result.stdout.fnmatch_lines(
         [
             "FAILED test_sites.py::test_helper_thread_peaks_every_thread - memcheck: over*",
+        ]
+    )
+
+
+def test_a_test_that_runs_once_is_judged_on_its_total_and_says_so(sites):
+    result = run(sites, "test_two_locations_run_once")
+    assert outcomes(result) == {"failed": 1}, result.stdout.str()
+    result.stdout.fnmatch_lines(
+        [
+            "*retained * is over its limit 1.00 MiB (1048576 B), the absolute limit set by "
+            "limit_leaks*",
+            "*(limit_leaks judged on the test's total: not run again: the test is marked "
+            "confirm=False: it runs once)*",
         ]
     )
 
