@@ -232,3 +232,55 @@ def test_frames_are_named_by_the_function_that_runs_the_line(tmp_path):
     assert [(f.function, f.lineno) for f in frames] == [("make", 3), ("<lambda>", 3)]
     # A file without source is pytest-memray's unknown function.
     assert locations._named((("<string>", 1),))[0].function == "???"
+
+
+ASYNC_SITES = """
+import asyncio
+import pytest
+
+KEEP = []
+
+def small():
+    KEEP.append(bytearray(600_000))
+
+async def leak_big():
+    KEEP.append(bytearray(1_200_000))
+
+@pytest.mark.asyncio
+@pytest.mark.limit_leaks("1 MB")
+async def test_two_locations_across_an_await():
+    small()
+    await asyncio.sleep(0)
+    KEEP.append(bytearray(600_000))
+
+@pytest.mark.asyncio
+@pytest.mark.limit_leaks("1 MB", current_thread_only=True)
+async def test_executor_thread_left_out():
+    small()
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, lambda: KEEP.append(bytearray(1_500_000)))
+    KEEP.append(bytearray(600_000))
+
+@pytest.mark.asyncio
+@pytest.mark.limit_leaks("1 MB", current_thread_only=True)
+async def test_task_on_this_thread_counts():
+    await asyncio.create_task(leak_big())
+"""
+
+
+def test_async_tests_under_the_per_location_and_thread_rules(project):
+    """The runs again of an async test await its body too: its locations across an await, a
+    helper thread left out (asyncio's executor), and a task on the test's thread counted, as
+    pytest-memray counts the thread's allocations whichever task makes them."""
+    pytest.importorskip("pytest_asyncio")
+    project.pytester.makepyfile(test_async_sites=ASYNC_SITES)
+    result = project.run("--memcheck")
+    assert outcomes(result) == {"passed": 2, "failed": 1}, result.stdout.str()
+    result.stdout.fnmatch_lines(
+        [
+            "FAILED test_async_sites.py::test_task_on_this_thread_counts - memcheck: over*",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        ["*the test's thread alone*", "*test_async_sites.py:10 in leak_big: 1.1 MiB*"]
+    )
