@@ -137,6 +137,13 @@ fn exclude_threads_running_now(py: Python<'_>) -> PyResult<usize> {
     meter::exclude_threads_running_now(py)
 }
 
+/// Count only the calling thread's allocations in the windows opened from now on (`on`), or
+/// every thread but the run's machinery (the default): pytest-memray's `current_thread_only`.
+#[pyfunction]
+fn count_this_thread_only(on: bool) {
+    meter::count_this_thread_only(on)
+}
+
 /// Text escaped as the data of a GitHub workflow command.
 #[pyfunction]
 fn escape_command(text: &str) -> String {
@@ -656,6 +663,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(meter_footprint, m)?)?;
     m.add_function(wrap_pyfunction!(enable_native, m)?)?;
     m.add_function(wrap_pyfunction!(exclude_threads_running_now, m)?)?;
+    m.add_function(wrap_pyfunction!(count_this_thread_only, m)?)?;
     m.add_function(wrap_pyfunction!(escape_command, m)?)?;
     m.add_function(wrap_pyfunction!(escape_markdown, m)?)?;
     m.add_function(wrap_pyfunction!(parse_size, m)?)?;

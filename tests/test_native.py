@@ -313,10 +313,13 @@ def test_baselines_without_native_stay_as_they_were(native_project):
     assert result.ret == 0, result.stdout.str()
     plain = native_project.text("test_known.toml")
     assert "native_peak" not in plain
-    # Switched on, every entry gains its native figures (they have no baseline yet: new).
+    # Switched on, a test whose native figures are over the floor a zero baseline allows has no
+    # baseline for them yet: new. The others (a pure-Python test's) stay ok, not new.
     gated = native_project.run("--memcheck", "--memcheck-native")
     assert gated.ret == 0, gated.stdout.str()
-    assert "13 new" in gated.stdout.str()
+    assert "13 measured: 3 new, 10 ok" in gated.stdout.str()
+    gated.stdout.fnmatch_lines(["*new*test_malloc_kept?1000000?*977 KiB*"])
+    gated.stdout.no_fnmatch_line("*new*test_nothing*")
     native_entries(native_project)
     with_native = native_project.text("test_known.toml")
     assert with_native.count("native_peak =") == 13

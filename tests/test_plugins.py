@@ -299,16 +299,17 @@ def test_pytest_memray_markers_are_read_with_pytest_memray_s_units(project):
 @pytest.mark.parametrize(
     "marker, refused",
     [
-        (
-            'limit_memory("1 MB", current_thread_only=True)',
-            "current_thread_only=True is not supported",
-        ),
-        ('limit_leaks("1 MB", filter_fn=lambda stack: True)', "filter_fn is not supported"),
+        # pytest-memray's limit_memory takes no filter_fn: an error there, an error here.
+        ('limit_memory("1 MB", filter_fn=lambda stack: True)', "unexpected arguments filter_fn"),
+        ('limit_leaks("1 MB", filter_fn=3)', "filter_fn must be callable, got 3"),
+        ('limit_leaks("1 MB", stacks=5)', "unexpected arguments stacks"),
         ('limit_memory("1 MiB")', "invalid size '1 MiB'"),
+        ('limit_memory("1 MB", current_thread_only=True)', None),
         ('limit_leaks("1 MB", current_thread_only=False)', None),
+        ('limit_leaks("1 MB", filter_fn=lambda stack: True, current_thread_only=True)', None),
     ],
 )
-def test_pytest_memray_options_we_cannot_honour_are_refused_not_ignored(project, marker, refused):
+def test_pytest_memray_marker_arguments_it_does_not_take_are_refused(project, marker, refused):
     project.pytester.makepyfile(
         test_opts=f"""
         import pytest

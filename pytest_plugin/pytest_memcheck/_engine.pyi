@@ -20,6 +20,7 @@ __all__ = [
     "meter_footprint",
     "enable_native",
     "exclude_threads_running_now",
+    "count_this_thread_only",
     "escape_command",
     "escape_markdown",
     "parse_size",
@@ -178,6 +179,10 @@ def enable_native() -> None:
     """Count native memory in every later window of the python meter (MeterError if it cannot)."""
 
 def exclude_threads_running_now() -> int: ...
+def count_this_thread_only(on: bool) -> None:
+    """Count only the calling thread in the windows opened from now on (pytest-memray's
+    current_thread_only), or every thread but the run's machinery again."""
+
 def escape_command(text: str) -> str: ...
 def escape_markdown(text: str) -> str: ...
 def parse_size(text: str, origin: str = "size") -> int: ...

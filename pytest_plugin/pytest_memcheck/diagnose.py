@@ -97,6 +97,13 @@ class Diagnosis:
     retained_folded: str = ""
     # Set when the diagnosis hit one of its bounds: what was left out.
     note: str | None = None
+    # The retained traces as they are, for pytest-memray's per-location rule (locations.py):
+    # (frames oldest first as (filename, line), bytes, blocks, the stack's depth before
+    # tracemalloc cut it), and the stack of the thread that ran the test, where the run began.
+    retained_traces: list[tuple[tuple[tuple[str, int], ...], int, int, int]] = field(
+        default_factory=list
+    )
+    caller: tuple[tuple[str, int], ...] = ()
 
     def dump(self, directory: Path, nodeid: str, root: Path) -> None:
         """`--memcheck-dump`: folded stacks and flame graphs of the peak and the retained
@@ -207,11 +214,23 @@ def _short(filename: str) -> str:
     return filename
 
 
-def _sites(snapshot: tracemalloc.Snapshot) -> list[Site]:
+def _past(frames: list[tracemalloc.Frame], caller: tuple[tuple[str, int], ...]) -> list[Any]:
+    """The frames of a stack past those it shares with the stack that began the run: a whole
+    stack (locations.STACK_FRAMES) starts at pytest's entry point, which is no site."""
+    common = 0
+    while (
+        common < min(len(frames), len(caller))
+        and (frames[common].filename, frames[common].lineno) == caller[common]
+    ):
+        common += 1
+    return frames[common:]
+
+
+def _sites(snapshot: tracemalloc.Snapshot, caller: tuple[tuple[str, int], ...] = ()) -> list[Site]:
     """Group live blocks by their innermost frame in the user's code."""
     by_site: dict[tuple[str, int], Site] = {}
     for stat in snapshot.statistics("traceback"):
-        frames = list(stat.traceback)  # oldest first
+        frames = _past(list(stat.traceback), caller)  # oldest first
         own = [f for f in frames if _own(f)]
         if not own:
             continue
@@ -238,11 +257,11 @@ def _sites(snapshot: tracemalloc.Snapshot) -> list[Site]:
     return sorted(by_site.values(), key=lambda s: -s.size)
 
 
-def _folded(snapshot: tracemalloc.Snapshot) -> str:
+def _folded(snapshot: tracemalloc.Snapshot, caller: tuple[tuple[str, int], ...] = ()) -> str:
     """Folded stacks of the user's frames, oldest first, weighted by bytes."""
     weights: Counter[str] = Counter()
     for stat in snapshot.statistics("traceback"):
-        own = [f for f in stat.traceback if _own(f)]
+        own = [f for f in _past(list(stat.traceback), caller) if _own(f)]
         if own:
             stack = ";".join(
                 f"{_function_at(f.filename, f.lineno)} ({f.filename}:{f.lineno})".replace(";", ":")
@@ -298,7 +317,9 @@ def _backref_chain(target: Any, ignore: set[int], depth: int = 10) -> str | None
 class _Tracing:
     """One diagnosis run: `begin()` before the test body, `end()` after it (or `failed()`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, frames: int = FRAMES) -> None:
+        self.frames = frames
+        self.caller: tuple[tuple[str, int], ...] = ()
         self.quiet = warnings.catch_warnings()
         self.peak: dict[str, Any] = {"bytes": 0, "snapshot": None}
         self.events = 0
@@ -332,7 +353,8 @@ class _Tracing:
         # is frozen: what gc.get_objects() finds afterwards is what the run left behind.
         gc.collect()
         gc.freeze()
-        tracemalloc.start(FRAMES)
+        self.caller = _stack(sys._getframe(1))
+        tracemalloc.start(self.frames)
         self.deadline = time.perf_counter() + PROFILE_SECONDS
         sys.setprofile(self._on_event)
         return None
@@ -391,19 +413,32 @@ class _Tracing:
                 f"{CHAIN_SECONDS:g} s)"
             )
         return Diagnosis(
-            _sites(at_peak)[:TOP] if at_peak else [],
-            _sites(retained)[:TOP],
+            _sites(at_peak, self.caller)[:TOP] if at_peak else [],
+            _sites(retained, self.caller)[:TOP],
             growth,
             chain,
-            peak_folded=_folded(at_peak) if at_peak else "",
-            retained_folded=_folded(retained),
+            peak_folded=_folded(at_peak, self.caller) if at_peak else "",
+            retained_folded=_folded(retained, self.caller),
             note="; ".join(notes) or None,
+            retained_traces=[
+                (
+                    tuple((f.filename, f.lineno) for f in stat.traceback),
+                    stat.size,
+                    stat.count,
+                    stat.traceback.total_nframe or len(stat.traceback),
+                )
+                for stat in retained.statistics("traceback")
+            ],
+            caller=self.caller,
         )
 
 
-def diagnose(func: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> Diagnosis:
-    """Run func once more under tracemalloc and report where its memory came from."""
-    run = _Tracing()
+def diagnose(
+    func: Callable[..., Any], args: tuple, kwargs: dict[str, Any], frames: int = FRAMES
+) -> Diagnosis:
+    """Run func once more under tracemalloc (keeping `frames` frames of each allocation's
+    stack) and report where its memory came from."""
+    run = _Tracing(frames)
     refused = run.begin()
     if refused is not None:
         return refused
@@ -415,10 +450,10 @@ def diagnose(func: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> D
 
 
 async def diagnose_async(
-    func: Callable[..., Any], args: tuple, kwargs: dict[str, Any]
+    func: Callable[..., Any], args: tuple, kwargs: dict[str, Any], frames: int = FRAMES
 ) -> Diagnosis:
     """`diagnose` for a coroutine function: the run spans the awaited body."""
-    run = _Tracing()
+    run = _Tracing(frames)
     refused = run.begin()
     if refused is not None:
         return refused
@@ -427,6 +462,15 @@ async def diagnose_async(
     except RERUN_ERRORS as e:
         return run.failed(e)
     return run.end()
+
+
+def _stack(frame: FrameType | None) -> tuple[tuple[str, int], ...]:
+    """A thread's stack from `frame` down, oldest first, as tracemalloc records stacks."""
+    frames = []
+    while frame is not None:
+        frames.append((frame.f_code.co_filename, frame.f_lineno))
+        frame = frame.f_back
+    return tuple(reversed(frames))
 
 
 def _first_of_type(objects: list[Any], name: str) -> Any:

@@ -6,6 +6,7 @@ Rust engine; this module only connects it to pytest's hooks.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import os
@@ -353,12 +354,13 @@ def pytest_configure(config: pytest.Config) -> None:
     if not config.pluginmanager.has_plugin("memray"):  # it registers its own markers
         config.addinivalue_line(
             "markers",
-            "limit_memory(memory_limit): fail the test if its peak memory exceeds the limit "
-            "(pytest-memray's marker and units: '24 MB' is 24 MiB)",
+            "limit_memory(memory_limit, current_thread_only=False): fail the test if its peak "
+            "memory exceeds the limit (pytest-memray's marker and units: '24 MB' is 24 MiB)",
         )
         config.addinivalue_line(
             "markers",
-            "limit_leaks(location_limit): fail the test if it retains more than the limit "
+            "limit_leaks(location_limit, filter_fn=None, current_thread_only=False): fail the "
+            "test if one allocation location (its whole stack) retains more than the limit "
             "(pytest-memray's marker and units: '1 MB' is 1 MiB)",
         )
     opt = Options(config)
@@ -519,25 +521,35 @@ MEMRAY_SIZE = re.compile(r"\s*(\+?\d*\.\d+|\+?\d+)\s*([KMGTP]?B)\s*", re.IGNOREC
 MEMRAY_UNITS = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40, "PB": 1 << 50}
 
 
-def _memray_limit(item: pytest.Item, mark: pytest.Mark, parameter: str) -> str:
-    """The limit of a pytest-memray marker in bytes, as pytest-memray means it. Its options that
-    pytest-memcheck cannot honour are refused, never ignored."""
+@dataclasses.dataclass(frozen=True)
+class MemrayRule:
+    """The options of a pytest-memray marker whose limit a total alone cannot settle: honoured
+    by measuring more only when the test's total is over the limit (MeasuredCall._memray)."""
+
+    marker: str
+    limit: int
+    current_thread_only: bool = False
+    filter_fn: Callable[[Any], Any] | None = None
+
+
+# pytest-memray's keyword options of each marker (memray.marks.limit_memory / limit_leaks).
+MEMRAY_OPTIONS = {
+    "limit_memory": ("current_thread_only",),
+    "limit_leaks": ("current_thread_only", "filter_fn"),
+}
+# Where a marker's rule is kept in the item's rules (read by the policy, not by the engine).
+MEMRAY_RULE = {"peak": "memray_peak", "retained": "memray_retained"}
+
+
+def _memray_limit(item: pytest.Item, mark: pytest.Mark, parameter: str) -> tuple[str, MemrayRule]:
+    """The limit of a pytest-memray marker in bytes, as pytest-memray means it, and its
+    options. An argument pytest-memray's marker does not take is refused, never ignored."""
     where = f"{_where(item)}: {mark.name} marker of {item.nodeid}"
     options = {k: v for k, v in mark.kwargs.items() if k not in (parameter, "limit")}
-    if options.get("current_thread_only"):
-        raise pytest.UsageError(
-            f"{where}: current_thread_only=True is not supported by pytest-memcheck, which "
-            "counts every thread working for the test (README, Threads); remove it, or run "
-            "this test under pytest-memray"
-        )
-    options.pop("current_thread_only", None)
-    if options.get("filter_fn") is not None:
-        raise pytest.UsageError(
-            f"{where}: filter_fn is not supported by pytest-memcheck, which judges the test's "
-            "total retained memory; raise the limit, or use "
-            "@pytest.mark.memcheck(gate_retained=False) for a known leak"
-        )
-    options.pop("filter_fn", None)
+    current_thread_only = bool(options.pop("current_thread_only", False))
+    filter_fn = options.pop("filter_fn", None) if "filter_fn" in MEMRAY_OPTIONS[mark.name] else None
+    if filter_fn is not None and not callable(filter_fn):
+        raise pytest.UsageError(f"{where}: filter_fn must be callable, got {filter_fn!r}")
     if options or len(mark.args) > 1:
         unknown = sorted(options) + [repr(a) for a in mark.args[1:]]
         raise pytest.UsageError(f"{where}: unexpected arguments {', '.join(unknown)}")
@@ -551,7 +563,8 @@ def _memray_limit(item: pytest.Item, mark: pytest.Mark, parameter: str) -> str:
             "GB, TB or PB, powers of 1024)"
         )
     quantity, unit = match.groups()
-    return str(int(float(quantity) * MEMRAY_UNITS[unit.upper()]))
+    limit = int(float(quantity) * MEMRAY_UNITS[unit.upper()])
+    return str(limit), MemrayRule(mark.name, limit, current_thread_only, filter_fn)
 
 
 def _engine_rules(rules: dict[str, Any]) -> _engine.MarkerRules:
@@ -578,8 +591,11 @@ def _marker_rules(item: pytest.Item) -> dict[str, Any] | None:
     ):
         mark = item.get_closest_marker(name)
         if mark is not None:
-            rules.setdefault(metric, _memray_limit(item, mark, parameter))
-            rules.setdefault(f"{metric}_origin", name)
+            limit, rule = _memray_limit(item, mark, parameter)
+            if metric not in rules:  # a memcheck marker's own limit comes first
+                rules[metric] = limit
+                rules[f"{metric}_origin"] = name
+                rules[MEMRAY_RULE[metric]] = rule
     if getattr(getattr(item, "obj", None), "is_hypothesis_test", False):
         for key, value in HYPOTHESIS_RULES.items():
             rules.setdefault(key, value)
@@ -700,6 +716,7 @@ class Manager:
                         self.engine.check_markers(_engine_rules(rules))
                     except _engine.MemcheckError as e:
                         raise pytest.UsageError(f"{_where(item)}: {e}") from None
+                    self._check_memray_rules(item, rules)
             modules.add(item.nodeid.split("::", 1)[0])
         try:
             self.engine.preload(sorted(modules))
@@ -710,6 +727,23 @@ class Manager:
                 "it again with --memcheck-update"
             )
             raise pytest.UsageError(self.refused) from None
+
+    def _check_memray_rules(self, item: pytest.Item, rules: dict[str, Any]) -> None:
+        """pytest-memray's current_thread_only is measured by a window that counts the test's
+        thread alone: the python meter's hooks can; the others cannot tell threads apart."""
+        for key in MEMRAY_RULE.values():
+            rule = rules.get(key)
+            if (
+                rule is not None
+                and rule.marker == "limit_memory"
+                and rule.current_thread_only
+                and self.engine.meter != "python"
+            ):
+                raise pytest.UsageError(
+                    f"{_where(item)}: {rule.marker} marker of {item.nodeid}: "
+                    f"current_thread_only=True needs the python meter; the {self.engine.meter} "
+                    "meter cannot tell the test's thread from others"
+                )
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         if not self.distributed:
@@ -778,7 +812,7 @@ class Manager:
             return report
         if measured is None:
             return report
-        verdict, first, second, diagnosis = measured
+        verdict, first, second, diagnosis, notes = measured
         # Tests that fail on their own, skip or xfail are not gated and not recorded; an update
         # records new values instead of failing on them.
         own_pass = report.passed and not hasattr(report, "wasxfail")
@@ -786,6 +820,8 @@ class Manager:
         if own_pass and verdict.fails(gated):
             report.outcome = "failed"
             message = verdict.message
+            if notes:
+                message += "\n" + "\n".join(notes)
             if second is not None and verdict.outcome == "over":
                 size = _engine.format_size
                 native = ""
@@ -1003,6 +1039,9 @@ def _repository_prefix(config: pytest.Config) -> str:
 
 
 MEASURE, MEASURE_AGAIN, CALL, DIAGNOSE = "measure", "measure again", "call", "diagnose"
+# pytest-memray's rules, for a test over the limit of one of its markers: a measured run that
+# counts the test's thread alone, and a diagnosis run that keeps whole stacks.
+MEASURE_THREAD, STACKS = "measure this thread", "stacks"
 # Each diagnosis runs a failing test once more under tracemalloc: a run with many failures
 # (a baseline from elsewhere, a broad regression) gets the first ones diagnosed, not all.
 MAX_DIAGNOSES = 10
@@ -1086,10 +1125,21 @@ class MeasuredCall:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     return _engine.measure(self.meter, self.func, args, kwargs)
+            if request == MEASURE_THREAD:
+                _engine.count_this_thread_only(True)
+                try:
+                    with warnings.catch_warnings():  # as for MEASURE_AGAIN
+                        warnings.simplefilter("ignore")
+                        return _engine.measure(self.meter, self.func, args, kwargs)
+                finally:
+                    _engine.count_this_thread_only(False)
             if request == CALL:
                 return self.func(*args, **kwargs)
             from pytest_memcheck.diagnose import diagnose
+            from pytest_memcheck.locations import STACK_FRAMES
 
+            if request == STACKS:
+                return diagnose(self.func, args, kwargs, frames=STACK_FRAMES)
             return diagnose(self.func, args, kwargs)
 
         steps = self._steps()
@@ -1104,9 +1154,13 @@ class MeasuredCall:
                 return request
 
     async def run_async(self, *args: Any, **kwargs: Any) -> Any:
-        async def measure() -> Any:
+        async def measure(this_thread_only: bool = False) -> Any:
             window = _engine.Window(self.meter)
-            window.open()
+            _engine.count_this_thread_only(this_thread_only)
+            try:
+                window.open()
+            finally:
+                _engine.count_this_thread_only(False)
             try:
                 result = await self.func(*args, **kwargs)
             except BaseException:
@@ -1121,10 +1175,17 @@ class MeasuredCall:
                 with warnings.catch_warnings():  # as in `run`
                     warnings.simplefilter("ignore")
                     return await measure()
+            if request == MEASURE_THREAD:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    return await measure(this_thread_only=True)
             if request == CALL:
                 return await self.func(*args, **kwargs)
             from pytest_memcheck.diagnose import diagnose_async
+            from pytest_memcheck.locations import STACK_FRAMES
 
+            if request == STACKS:
+                return await diagnose_async(self.func, args, kwargs, frames=STACK_FRAMES)
             return await diagnose_async(self.func, args, kwargs)
 
         steps = self._steps()
@@ -1159,6 +1220,7 @@ class MeasuredCall:
             return (yield CALL)
         self.took = time.monotonic() - started
         verdict = engine.judge(item.nodeid, first, self.engine_rules, hint)
+        judged = first
         # One-time costs (caches, first imports, compiled regexes) and scheduling accidents
         # land in one measurement, a regression in both: an over-budget test is measured again
         # and the smaller values are judged; an update records them too, so that baselines do
@@ -1189,25 +1251,127 @@ class MeasuredCall:
                 if second.intact and manager.update:
                     # Measurements that differ by more than the tolerance: measure more and
                     # record the spread (README, "Unstable tests"); else the smaller values.
-                    settled = yield from self._settle([first, second])
-                    verdict = engine.judge(item.nodeid, settled, self.engine_rules, hint)
+                    judged = yield from self._settle([first, second])
+                    verdict = engine.judge(item.nodeid, judged, self.engine_rules, hint)
                 elif second.intact:
-                    verdict = engine.judge(
-                        item.nodeid, first.least(second), self.engine_rules, hint
-                    )
+                    judged = first.least(second)
+                    verdict = engine.judge(item.nodeid, judged, self.engine_rules, hint)
+        notes: list[str] = []
+        stacks = None
+        if verdict.fails(not manager.update) and verdict.outcome == "over":
+            verdict, notes, stacks = yield from self._memray(verdict, judged, hint, confirm)
         diagnosis = None
         # The diagnosis names Python allocation sites: not run again for native figures alone.
         python_over = [m for m in verdict.over if not m.startswith("native_")]
         if verdict.fails(not manager.update) and verdict.outcome == "over" and python_over:
-            diagnosis = yield from self._diagnosis(confirm)
+            if stacks is not None and not stacks.error:
+                diagnosis = stacks  # the run with whole stacks is a diagnosis too
+            else:
+                diagnosis = yield from self._diagnosis(confirm)
             where = manager.options.dump
             if where and not diagnosis.error:
                 try:
                     diagnosis.dump(where, item.nodeid, manager.config.rootpath)
                 except (OSError, _engine.MemcheckError) as e:
                     manager._warn(f"memcheck: no dump for {item.nodeid}: {e}", item)
-        item.stash[VERDICT] = (verdict, first, second, diagnosis)
+        item.stash[VERDICT] = (verdict, first, second, diagnosis, notes)
         return result
+
+    def _memray(
+        self, verdict: Any, judged: Any, hint: str, may_run_again: bool
+    ) -> Generator[str, Any, tuple[Any, list[str], Any]]:
+        """pytest-memray's rules that a total cannot settle, for a test over the limit of one of
+        its markers: `limit_leaks` judges each allocation location (its whole stack) on its own
+        and asks `filter_fn` which count; `current_thread_only=True` counts the test's thread
+        alone. A total is never below what these rules count (every location retains >= 0, the
+        test's thread is one of the threads), so a test within the limit never comes here.
+        Over it, the test runs again: counting its thread alone, or under tracemalloc keeping
+        whole stacks. A rule that holds lifts the limit to what was measured (re-judged, so that
+        every other check stands); one that does not names what broke it. Returns the verdict,
+        lines for the failure message, and the run with whole stacks (a diagnosis) if made."""
+        from pytest_memcheck import locations
+        from pytest_memcheck.diagnose import TOP
+
+        over = set(verdict.over)
+        peak = self.rules.get(MEMRAY_RULE["peak"]) if "peak" in over else None
+        if peak is not None and not peak.current_thread_only:
+            peak = None  # limit_memory without options: the total is its rule
+        leaks = self.rules.get(MEMRAY_RULE["retained"]) if "retained" in over else None
+        if peak is None and leaks is None:
+            return verdict, [], None
+        size = _engine.format_size
+        markers = " and ".join(r.marker for r in (peak, leaks) if r is not None)
+        why = None if may_run_again else "the test is marked confirm=False: it runs once"
+        why = why or self.manager._short_of_time(self.item, self.took, DIAGNOSIS_COST)
+        if why:
+            return (
+                verdict,
+                [f"  ({markers} judged on the test's total: not run again: {why})"],
+                None,
+            )
+        lines: list[str] = []
+        relieved: dict[str, int] = {}
+        thread = stacks = None
+        if peak is not None or (leaks is not None and leaks.current_thread_only):
+            if self.meter == "python":
+                try:
+                    _, thread = yield MEASURE_THREAD
+                except RERUN_ERRORS as e:
+                    reason = (str(e).splitlines() or [""])[0][:200]
+                    lines.append(
+                        f"  (the run counting the test's thread alone raised "
+                        f"{type(e).__name__}: {reason})"
+                    )
+                else:
+                    if not thread.intact:
+                        lines.append(
+                            "  (the run counting the test's thread alone is disturbed: "
+                            f"{thread.disturbed})"
+                        )
+                        thread = None
+        if peak is not None and thread is not None:
+            if thread.peak <= peak.limit:
+                relieved["peak"] = judged.peak
+            else:
+                lines.append(
+                    f"  limit_memory(current_thread_only=True): the test's thread alone peaked "
+                    f"at {size(thread.peak)}, over {size(peak.limit)}"
+                )
+        if leaks is not None:
+            if thread is not None and leaks.current_thread_only and thread.retained <= leaks.limit:
+                relieved["retained"] = judged.retained  # no location of the thread can be over
+            else:
+                stacks = yield STACKS
+                if stacks.error:
+                    lines.append(
+                        f"  (limit_leaks judged on the test's total: no run to find its "
+                        f"locations: {stacks.error})"
+                    )
+                else:
+                    found = locations.leaks(
+                        stacks.retained_traces, stacks.caller, leaks.current_thread_only
+                    )
+                    bad = locations.over(found, leaks.limit, leaks.filter_fn)
+                    if not bad:
+                        relieved["retained"] = judged.retained
+                    else:
+                        which = ", the test's thread alone" if leaks.current_thread_only else ""
+                        kept = ", those filter_fn keeps" if leaks.filter_fn is not None else ""
+                        lines.append(
+                            f"  limit_leaks: {len(bad)} location(s) leaked more than "
+                            f"{size(leaks.limit)} each (pytest-memray's rule: each allocation "
+                            f"stack on its own{which}{kept}):"
+                        )
+                        root = self.manager.config.rootpath
+                        lines += [f"    {leak.show(root)}" for leak in bad[:TOP]]
+                        if len(bad) > TOP:
+                            lines.append(f"    ... and {len(bad) - TOP} more")
+        if relieved:
+            rules = {**self.rules, **{m: str(v) for m, v in relieved.items()}}
+            verdict = self.manager.engine.judge(
+                self.item.nodeid, judged, _engine_rules(rules), hint
+            )
+        return verdict, lines, stacks
 
     def _settle(self, runs: list[Any]) -> Generator[str, Any, Any]:
         """An update's measurements of one test, settled by the engine: while the first two

@@ -101,6 +101,11 @@ pub(crate) const MAX_EXCLUDED: usize = 64;
 static EXCLUDED: [AtomicUsize; MAX_EXCLUDED] = [const { AtomicUsize::new(0) }; MAX_EXCLUDED];
 static EXCLUDED_COUNT: AtomicUsize = AtomicUsize::new(0);
 
+/// `EXCLUDED_COUNT` when one thread alone counts (`count_only`): pytest-memray's
+/// `current_thread_only=True`, measured exactly by a window of its own.
+const ONLY: usize = usize::MAX;
+static ONLY_THREAD: AtomicUsize = AtomicUsize::new(0);
+
 /// Whether an allocation by the calling thread counts. One load when no other thread ran
 /// before the window, the common case.
 #[inline(always)]
@@ -110,7 +115,17 @@ pub(crate) fn counts_here() -> bool {
         return true;
     }
     let me = thread_ident();
+    if n == ONLY {
+        return ONLY_THREAD.load(Relaxed) == me;
+    }
     !EXCLUDED[..n].iter().any(|t| t.load(Relaxed) == me)
+}
+
+/// Count the calling thread's allocations alone, until the next `exclude_threads`. Frees are
+/// honoured from every thread as always: a block this thread allocated and another freed is gone.
+pub(crate) fn count_only_this_thread() {
+    ONLY_THREAD.store(thread_ident(), Relaxed);
+    EXCLUDED_COUNT.store(ONLY, Release);
 }
 
 /// Set the threads (as `threading.get_ident()` gives them) to leave out. Err with the number of
@@ -463,4 +478,20 @@ pub(crate) fn uninstall() -> bool {
 /// belongs to that call's block, not to native memory). Leaving happens when the value drops.
 pub(crate) fn outermost() -> Option<impl Sized> {
     Outermost::enter()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_thread_alone_counts_until_the_next_exclusion() {
+        count_only_this_thread();
+        assert!(counts_here());
+        assert!(!std::thread::spawn(counts_here).join().unwrap());
+        // The next window's exclusions (none here) make every thread count again.
+        exclude_threads(&[]).unwrap();
+        assert!(counts_here());
+        assert!(std::thread::spawn(counts_here).join().unwrap());
+    }
 }

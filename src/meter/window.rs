@@ -73,6 +73,16 @@ pub fn exclude_threads_running_now(py: Python<'_>) -> PyResult<usize> {
     Ok(n)
 }
 
+/// Set while the windows opened count the opening thread's allocations alone (pytest-memray's
+/// `current_thread_only=True`); every other thread's are left out, not only the run's machinery.
+static THIS_THREAD_ONLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Make the windows opened from now on count the opening thread alone (`on`), or every thread
+/// but the run's machinery again (the default).
+pub fn count_this_thread_only(on: bool) {
+    THIS_THREAD_ONLY.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// The infrastructure threads still running (a dead thread's id may be reused by a new one).
 fn infrastructure_running(py: Python<'_>) -> PyResult<Vec<usize>> {
     let infrastructure = INFRASTRUCTURE
@@ -350,7 +360,9 @@ impl Window {
         let idents = infrastructure_running(py)?;
         let stats_before = collected_so_far(py)?;
         let mut disturbed = None;
-        if let Err(n) = hooks::exclude_threads(&idents) {
+        if THIS_THREAD_ONLY.load(std::sync::atomic::Ordering::Relaxed) {
+            hooks::count_only_this_thread();
+        } else if let Err(n) = hooks::exclude_threads(&idents) {
             disturbed = Some(format!(
                 "{n} threads of the test run's machinery are running; the allocations of more than {} cannot be told apart from the test's",
                 hooks::MAX_EXCLUDED
