@@ -414,7 +414,6 @@ fn spread_cell(low: u64, high: Option<u64>) -> String {
     }
 }
 
-/// The value a metric's limit is computed from: the highest of a spread, else the value.
 /// Whether the baseline holds the metric (native figures only when native memory was counted).
 fn counted(metric: Metric, e: &Entry) -> bool {
     match metric {
@@ -424,6 +423,7 @@ fn counted(metric: Metric, e: &Entry) -> bool {
     }
 }
 
+/// The value a metric's limit is computed from: the highest of a spread, else the value.
 fn gated(metric: Metric, e: &Entry) -> u64 {
     metric.max_of(e).unwrap_or(metric.of(e))
 }
@@ -465,17 +465,24 @@ fn show(files: &BTreeMap<String, BaselineFile>) -> String {
     format!("{table}\n{n} baselines in {} files\n", files.len())
 }
 
-fn change(old: Option<u64>, new: Option<u64>) -> String {
-    match (old, new) {
-        (Some(a), Some(b)) if a == b => format_size(b),
+/// A change cell: before → after, each side a value or an unstable test's `low–high` spread;
+/// the change is that of the gated (highest) values.
+fn change(m: &MetricChange) -> String {
+    let side = |gated: u64, low: Option<u64>| match low {
+        Some(low) => spread_cell(low, Some(gated)),
+        None => format_size(gated),
+    };
+    match (m.old, m.new) {
+        (Some(a), Some(b)) if a == b && m.old_low == m.new_low => side(b, m.new_low),
+        (Some(a), Some(b)) if a == b => format!("{} → {}", side(a, m.old_low), side(b, m.new_low)),
         (Some(a), Some(b)) => format!(
             "{} → {} ({})",
-            format_size(a),
-            format_size(b),
+            side(a, m.old_low),
+            side(b, m.new_low),
             format_change(b, a)
         ),
-        (None, Some(b)) => format!("new: {}", format_size(b)),
-        (Some(a), None) => format!("removed (was {})", format_size(a)),
+        (None, Some(b)) => format!("new: {}", side(b, m.new_low)),
+        (Some(a), None) => format!("removed (was {})", side(a, m.old_low)),
         (None, None) => String::new(),
     }
 }
@@ -538,8 +545,14 @@ impl Kind {
 /// One metric of a change in the JSON of `memcheck diff --format json`.
 #[derive(serde::Serialize)]
 struct MetricChange {
+    /// The gated values: an unstable test's highest.
     old: Option<u64>,
     new: Option<u64>,
+    /// The lowest value of an unstable test's spread, absent for a stable one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    old_low: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    new_low: Option<u64>,
     old_limit: Option<u64>,
     new_limit: Option<u64>,
 }
@@ -579,8 +592,19 @@ fn changes(
     let metric = |old: Option<u64>, new: Option<u64>| MetricChange {
         old,
         new,
+        old_low: None,
+        new_low: None,
         old_limit: old.map(|b| tolerance.limit(b)),
         new_limit: new.map(|b| tolerance.limit(b)),
+    };
+    // The gated values, and the low end of a spread.
+    let spread = |m: Metric, old: Option<Entry>, new: Option<Entry>| {
+        let low = |e: Entry| m.max_of(&e).map(|_| m.of(&e));
+        MetricChange {
+            old_low: old.and_then(low),
+            new_low: new.and_then(low),
+            ..metric(old.map(|e| gated(m, &e)), new.map(|e| gated(m, &e)))
+        }
     };
     let native = |old: Option<u64>, new: Option<u64>| {
         (old.is_some() || new.is_some()).then(|| metric(old, new))
@@ -591,14 +615,8 @@ fn changes(
             Some(Change {
                 kind: Kind::of(old.as_ref(), new.as_ref())?,
                 // The gated values: an unstable test's highest, so a widened spread is a raise.
-                peak: metric(
-                    old.map(|e| gated(Metric::Peak, &e)),
-                    new.map(|e| gated(Metric::Peak, &e)),
-                ),
-                retained: metric(
-                    old.map(|e| gated(Metric::Retained, &e)),
-                    new.map(|e| gated(Metric::Retained, &e)),
-                ),
+                peak: spread(Metric::Peak, old, new),
+                retained: spread(Metric::Retained, old, new),
                 native_peak: native(
                     old.and_then(|e| e.native_peak),
                     new.and_then(|e| e.native_peak),
@@ -670,12 +688,12 @@ fn diff(
         let mut row = vec![
             cell(&c.test),
             c.kind.name().to_string(),
-            change(c.peak.old, c.peak.new),
-            change(c.retained.old, c.retained.new),
+            change(&c.peak),
+            change(&c.retained),
         ];
         if native {
             for m in [&c.native_peak, &c.native_retained] {
-                row.push(m.as_ref().map(|m| change(m.old, m.new)).unwrap_or_default());
+                row.push(m.as_ref().map(change).unwrap_or_default());
             }
         }
         row.extend([limit_cell(&c.peak), limit_cell(&c.retained)]);
@@ -729,7 +747,7 @@ fn log(
             .as_deref()
             .and_then(|t| BaselineFile::parse(t, Path::new("history")).ok())
             .and_then(|f| f.entries.get(key).copied());
-        let shown = |e: Option<Entry>| e.map(|e| (e.peak, e.retained));
+        let shown = |e: Option<Entry>| e.map(|e| (e.peak, e.peak_max, e.retained, e.retained_max));
         let changed = match points.last() {
             Some(last) => shown(last.3) != shown(entry),
             None => entry.is_some(),
@@ -748,7 +766,10 @@ fn log(
     for (id, summary, time, entry) in &points {
         let date = format_date(*time);
         let (peak, retained) = match entry {
-            Some(e) => (format_size(e.peak), format_size(e.retained)),
+            Some(e) => (
+                spread_cell(e.peak, e.peak_max),
+                spread_cell(e.retained, e.retained_max),
+            ),
             None => ("removed".into(), String::new()),
         };
         table.add_row([id.to_string(), date, peak, retained, terminal(summary)]);
@@ -958,12 +979,70 @@ mod tests {
     }
 
     #[test]
+    fn log_shows_a_spread_and_its_changes() {
+        let file = |body: &str| {
+            Some(format!("[memcheck]\nformat = 1\npython = \"3.11\"\nimplementation = \"cpython\"\nplatform = \"linux-x86_64\"\nmeter = \"python\"\n\n[test_x]\n{body}\n"))
+        };
+        // newest first, as git gives it
+        let history = vec![
+            (
+                "c3".into(),
+                "widen".into(),
+                86_400 * 2,
+                file("peak = 1024\nretained = 0\npeak_max = 4096"),
+            ),
+            (
+                "c2".into(),
+                "spread".into(),
+                86_400,
+                file("peak = 1024\nretained = 0\npeak_max = 3072"),
+            ),
+            (
+                "c1".into(),
+                "first".into(),
+                0,
+                file("peak = 1024\nretained = 0"),
+            ),
+        ];
+        let text = log(&history, "test_x", "t.py::test_x").unwrap();
+        assert!(
+            text.contains("1.00 KiB–3.00 KiB") && text.contains("1.00 KiB–4.00 KiB"),
+            "{text}"
+        );
+        // every commit that moved the spread is listed, though the lowest value never moved
+        assert!(
+            text.contains("c1") && text.contains("c2") && text.contains("c3"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn change_cells() {
+        let m = |old: Option<u64>, new: Option<u64>, old_low: Option<u64>, new_low: Option<u64>| {
+            change(&MetricChange {
+                old,
+                new,
+                old_low,
+                new_low,
+                old_limit: None,
+                new_limit: None,
+            })
+        };
         assert_eq!(
-            change(Some(1024), Some(2048)),
+            m(Some(1024), Some(2048), None, None),
             "1.00 KiB → 2.00 KiB (+1.00 KiB +100.0%)"
         );
-        assert_eq!(change(None, Some(10)), "new: 10 B");
-        assert_eq!(change(Some(10), None), "removed (was 10 B)");
+        assert_eq!(m(None, Some(10), None, None), "new: 10 B");
+        assert_eq!(m(Some(10), None, None, None), "removed (was 10 B)");
+        // an unstable test's spread shows both ends; the change is that of the highest
+        assert_eq!(
+            m(Some(3072), Some(4096), Some(1024), Some(1024)),
+            "1.00 KiB–3.00 KiB → 1.00 KiB–4.00 KiB (+1.00 KiB +33.3%)"
+        );
+        // a spread that became stable at its highest value still shows as a change
+        assert_eq!(
+            m(Some(3072), Some(3072), Some(1024), None),
+            "1.00 KiB–3.00 KiB → 3.00 KiB"
+        );
     }
 }

@@ -162,11 +162,28 @@ impl Session {
         self.store.stale(coverage)
     }
 
-    /// Write the results of this run into the baseline files (`Store::update`).
+    /// Write the results of this run into the baseline files (`Store::update`). The results
+    /// then say which metrics are unstable by the baselines just written, not the ones replaced.
     pub fn update(&mut self, mode: UpdateMode, coverage: &Coverage) -> Result<Vec<FileChange>> {
-        self.store
-            .update(&self.results, &self.env, &self.settings, mode, coverage)
+        let changes =
+            self.store
+                .update(&self.results, &self.env, &self.settings, mode, coverage)?;
+        for r in self.results.iter_mut().filter(|r| r.recordable) {
+            if let Some((entry, true)) = self.store.baseline(&r.nodeid, &self.env)? {
+                r.unstable = unstable_metrics(&entry);
+            }
+        }
+        Ok(changes)
     }
+}
+
+/// The metrics an entry holds with a spread.
+fn unstable_metrics(e: &Entry) -> Vec<String> {
+    [Metric::Peak, Metric::Retained]
+        .into_iter()
+        .filter(|m| m.max_of(e).is_some())
+        .map(|m| m.name().to_string())
+        .collect()
 }
 
 #[cfg(test)]

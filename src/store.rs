@@ -604,6 +604,40 @@ mod tests {
     }
 
     #[test]
+    fn after_an_update_a_result_is_unstable_by_the_baseline_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = "t/test_a.py::test_x";
+        let cov = complete(&[id]);
+        let update = |measured: Entry| {
+            let mut s = session(dir.path());
+            let r = s
+                .judge(id, measured, None, &MarkerRules::default(), "")
+                .unwrap();
+            let before = r.unstable.clone();
+            s.record(r);
+            s.update(UpdateMode::Changed, &cov).unwrap();
+            (before, s.results[0].unstable.clone())
+        };
+        let wide = Entry {
+            peak_max: Some(3 << 20),
+            ..entry(1 << 20)
+        };
+        assert_eq!(
+            update(wide),
+            (vec!["peak".to_string()], vec!["peak".into()])
+        );
+        // a stable measurement outside the spread replaces it: judged against the spread
+        // (unstable), reported after the update as what is now recorded (stable)
+        assert_eq!(update(entry(5 << 20)), (vec!["peak".to_string()], vec![]));
+        // negative control: one inside the spread keeps it, and the report says so
+        update(wide);
+        assert_eq!(
+            update(entry(2 << 20)),
+            (vec!["peak".to_string()], vec!["peak".into()])
+        );
+    }
+
+    #[test]
     fn an_update_writes_a_spread_only_when_it_is_not_covered() {
         let dir = tempfile::tempdir().unwrap();
         let id = "t/test_a.py::test_x";
