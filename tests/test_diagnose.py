@@ -200,3 +200,43 @@ def test_standard_library_frames_fold_into_the_users_calling_line(project, monke
     # a str is not tracked by the collector: no object grew, and the diagnosis's own objects
     # (its warning filters, closures, snapshots) are never listed as the test's
     assert "objects that grew" not in result.stdout.str()
+
+
+PEAK_BETWEEN_RETURNS = """
+import os
+
+SIZE = int(os.environ.get("SIZE", "100000"))
+
+
+def make(n):
+    return bytearray(n)
+
+
+def test_held_across_a_return():
+    data = make(SIZE)  # the peak is in the heap when make() returns: a snapshot holds it
+    del data
+
+
+def test_made_and_freed_in_the_body():
+    data = bytearray(SIZE)  # calling a type is no function call: no return event, no snapshot
+    del data
+"""
+
+
+def test_the_peak_s_sites_say_when_they_miss_the_peak(project, monkeypatch):
+    project.pytester.makepyfile(test_between=PEAK_BETWEEN_RETURNS)
+    assert project.run("--memcheck-update").ret == 0
+    monkeypatch.setenv("SIZE", "5000000")
+    result = project.run("--memcheck")
+    result.assert_outcomes(failed=2)
+    text = result.stdout.str()
+    made, held = (
+        text.split("test_made_and_freed_in_the_body", 1)[1],
+        text.split("_ test_held_across_a_return _", 1)[1].split("_ test_made_and_freed", 1)[0],
+    )
+    # Missed: said, with the run's peak; not silently an empty or partial list.
+    assert "no sites at the peak: the run peaked at 4.8 MiB between two Python function" in made
+    # Negative control: a peak caught by a snapshot is named, with no such note.
+    assert "allocated at the peak, by site:" in held, held
+    assert "test_between.py:7 in make: 4.8 MiB in" in held, held
+    assert "no sites at the peak" not in held and "these sites cover" not in held, held

@@ -35,6 +35,8 @@ TOP = 5
 PROFILE_SECONDS = 10.0
 CHAIN_SECONDS = 2.0
 CHAIN_OBJECTS = 20_000
+# The peak's sites are said to cover the peak when their snapshot holds this share of it.
+PEAK_COVERED = 0.9
 # Frames of these are folded away: the site is the innermost frame of the user's own code.
 FOLDED = (
     os.sep + "_pytest" + os.sep,
@@ -97,6 +99,8 @@ class Diagnosis:
     retained_folded: str = ""
     # Set when the diagnosis hit one of its bounds: what was left out.
     note: str | None = None
+    # Set when the peak's sites do not account for the run's whole peak: what they cover.
+    peak_note: str | None = None
     # The retained traces as they are, for pytest-memray's per-location rule (locations.py):
     # (frames oldest first as (filename, line), bytes, blocks, the stack's depth before
     # tracemalloc cut it), and the stack of the thread that ran the test, where the run began.
@@ -157,6 +161,8 @@ class Diagnosis:
         if "peak" in metrics and self.peak_sites:
             lines.append("  allocated at the peak, by site:")
             lines += [f"    {s.show(root)}" for s in self.peak_sites]
+        if "peak" in metrics and self.peak_note:
+            lines.append(f"  ({self.peak_note})")
         if "retained" in metrics and self.retained_sites:
             lines.append("  retained, by site:")
             lines += [f"    {s.show(root)}" for s in self.retained_sites]
@@ -373,6 +379,7 @@ class _Tracing:
     def end(self) -> Diagnosis:
         sys.setprofile(None)
         try:
+            traced_peak = tracemalloc.get_traced_memory()[1]
             gc.collect()
             retained = tracemalloc.take_snapshot()
         finally:
@@ -413,10 +420,11 @@ class _Tracing:
                 f"{CHAIN_SECONDS:g} s)"
             )
         return Diagnosis(
-            _sites(at_peak, self.caller)[:TOP] if at_peak else [],
-            _sites(retained, self.caller)[:TOP],
-            growth,
-            chain,
+            peak_note=_peak_coverage(self.peak["bytes"] if snapshot else 0, traced_peak),
+            peak_sites=_sites(at_peak, self.caller)[:TOP] if at_peak else [],
+            retained_sites=_sites(retained, self.caller)[:TOP],
+            growth=growth,
+            chain=chain,
             peak_folded=_folded(at_peak, self.caller) if at_peak else "",
             retained_folded=_folded(retained, self.caller),
             note="; ".join(notes) or None,
@@ -431,6 +439,24 @@ class _Tracing:
             ],
             caller=self.caller,
         )
+
+
+def _peak_coverage(snapshot_bytes: int, traced_peak: int) -> str | None:
+    """What the peak's sites leave out, when it matters. The heap is snapshotted at a Python
+    function's return, so a peak reached and left between two returns (a buffer made and freed
+    inside one call) is caught only in part, or not at all."""
+    if traced_peak <= 0 or snapshot_bytes >= traced_peak * PEAK_COVERED:
+        return None
+    if snapshot_bytes == 0:
+        return (
+            f"no sites at the peak: the run peaked at {_size(traced_peak)} between two Python "
+            "function returns, where no snapshot is taken"
+        )
+    return (
+        f"these sites cover {_size(snapshot_bytes)} of the run's peak of {_size(traced_peak)}: "
+        "the rest was allocated and freed between two Python function returns, where no "
+        "snapshot is taken"
+    )
 
 
 def diagnose(
