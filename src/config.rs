@@ -144,18 +144,14 @@ pub fn load_layers(
     ini: &BTreeMap<String, (String, String)>,
     overrides: &BTreeMap<String, String>,
 ) -> Result<Settings> {
-    let mut s = Settings::default();
-    let memcheck_toml = root.join("memcheck.toml");
-    let pyproject = root.join("pyproject.toml");
-    if memcheck_toml.is_file() {
-        apply_file(&mut s, &memcheck_toml, "[memcheck]", |text| {
-            toml::from_str::<MemcheckToml>(text).map(|t| t.memcheck)
-        })?;
-    } else if pyproject.is_file() {
-        apply_file(&mut s, &pyproject, "[tool.memcheck]", |text| {
-            toml::from_str::<Pyproject>(text).map(|p| p.tool.and_then(|t| t.memcheck))
-        })?;
-    }
+    let mut s = settings_file(|name| {
+        let path = root.join(name);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let text = fs::read_to_string(&path).map_err(|e| Error::io(&path, "read", e))?;
+        Ok(Some((path, text)))
+    })?;
     for (name, (value, origin)) in ini {
         if !OPTIONS.iter().any(|(key, _)| key == name) {
             return Err(Error::usage(origin.clone(), "unknown setting"));
@@ -170,6 +166,38 @@ pub fn load_layers(
             .ok_or_else(|| Error::usage(name.clone(), "unknown setting"))?;
         apply(&mut s, name, value, origin)?;
         s.baseline_dir_from_option |= name == "baseline-dir";
+    }
+    Ok(s)
+}
+
+/// The settings of the settings file (memcheck.toml first, then pyproject.toml) as committed at
+/// `rev`, `root` being the project root relative to the repository's: what the gate applied
+/// there, for `memcheck diff` to tell a raised tolerance or floor.
+pub fn load_at(repo: &crate::git::Repo, rev: &str, root: &str) -> Result<Settings> {
+    settings_file(|name| {
+        let path = if root.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}/{name}", root.trim_end_matches('/'))
+        };
+        Ok(repo
+            .read_at(rev, &path)?
+            .map(|text| (PathBuf::from(format!("{rev}:{path}")), text)))
+    })
+}
+
+/// Defaults with the settings file applied; `read` gives a file of the project by name (its
+/// path for messages, and its text), or None when it does not exist.
+fn settings_file(read: impl Fn(&str) -> Result<Option<(PathBuf, String)>>) -> Result<Settings> {
+    let mut s = Settings::default();
+    if let Some((path, text)) = read("memcheck.toml")? {
+        apply_file(&mut s, &path, &text, "[memcheck]", |text| {
+            toml::from_str::<MemcheckToml>(text).map(|t| t.memcheck)
+        })?;
+    } else if let Some((path, text)) = read("pyproject.toml")? {
+        apply_file(&mut s, &path, &text, "[tool.memcheck]", |text| {
+            toml::from_str::<Pyproject>(text).map(|p| p.tool.and_then(|t| t.memcheck))
+        })?;
     }
     Ok(s)
 }
@@ -200,15 +228,15 @@ fn apply(s: &mut Settings, name: &str, value: &str, origin: &str) -> Result<()> 
 fn apply_file(
     s: &mut Settings,
     path: &Path,
+    text: &str,
     table: &str,
     parse: impl Fn(&str) -> std::result::Result<Option<FileSettings>, toml::de::Error>,
 ) -> Result<()> {
-    let text = fs::read_to_string(path).map_err(|e| Error::io(path, "read", e))?;
-    let file = match parse(&text) {
+    let file = match parse(text) {
         Ok(Some(f)) => f,
         Ok(None) => return Ok(()),
         Err(e) => {
-            let mut err = toml_error(path, &text, &e);
+            let mut err = toml_error(path, text, &e);
             if let Error::File { message, .. } = &mut err {
                 *message = format!("{table}: {message}");
             }
@@ -222,7 +250,7 @@ fn apply_file(
             Error::Usage { message, .. } => message,
             other => other.to_string(),
         };
-        Error::at_offset(path, &text, span.start, format!("{table} {key}: {message}"))
+        Error::at_offset(path, text, span.start, format!("{table} {key}: {message}"))
     };
     let quantities = [("tolerance", &file.tolerance), ("floor", &file.floor)];
     for (key, value) in quantities {

@@ -421,6 +421,38 @@ def test_a_baseline_removed_while_its_test_runs_counts_as_raised(origin, api, tm
     assert runner.review().returncode == 0
 
 
+def test_a_raised_tolerance_counts_as_raised_though_no_baseline_changed(origin, api, tmp_path):
+    """Raising the tolerance raises every limit with no baseline changed: it needs the approval
+    like a raised baseline, and the review says which setting rose."""
+    url, state = api
+    pyproject = origin.dev / "app" / "pyproject.toml"
+    for branch, tolerance in (("loosen", "300%"), ("tighten", "5%")):
+        git(origin.dev, "checkout", "-q", "-b", branch, "main")
+        pyproject.write_text(
+            f'[tool.memcheck]\nbaseline-dir = "baselines"\ntolerance = "{tolerance}"\n'
+        )
+        git(origin.dev, "commit", "-q", "-am", branch)
+        git(origin.dev, "push", "-q", "origin", branch)
+        git(origin.dev, "checkout", "-q", "main")
+    runner = Runner(tmp_path, origin.checkout("loosen"), url, INPUT_REQUIRE_APPROVAL="true")
+    review = runner.job()
+    assert runner.outputs["gate"]["exit-code"] == "0"
+    assert review.returncode == 1, review.stdout
+    assert runner.outputs["review"]["raised"] == "1"
+    assert "approval needed for 1 raised baseline against origin/main" in review.stdout
+    body = state()["comments"][0]["body"]
+    assert (
+        "**Raised settings** let every test use more memory from now on: tolerance 10% → 300%"
+        in body
+    )
+    assert "setting tolerance: 10% → 300% (raised: every limit rises with it)" in body
+    # Negative control: a tightened tolerance is listed, and needs no approval.
+    runner = Runner(tmp_path, origin.checkout("tighten"), url, INPUT_REQUIRE_APPROVAL="true")
+    review = runner.job()
+    assert review.returncode == 0, review.stdout
+    assert runner.outputs["review"]["raised"] == "0"
+
+
 def test_a_comment_the_token_may_not_write_is_a_warning(origin, tmp_path):
     state = tmp_path / "api.json"
     server = subprocess.Popen(

@@ -419,6 +419,17 @@ def report(
             f"{c['new']} new, {c['lowered']} lowered, {c['removed']} removed"
         )
         lines.append("")
+        if c.get("settings_raised"):
+            lines.append(
+                "**Raised settings** let every test use more memory from now on: "
+                + "; ".join(
+                    f"{markdown(s['setting'])} {markdown(s['old'])} → {markdown(s['new'])}"
+                    for s in changes.get("settings", [])
+                    if s["raised"]
+                )
+                + ". Review them like code."
+            )
+            lines.append("")
         if c["raised"]:
             lines.append(
                 "**Raised** baselines let these tests use more memory from now on: their limits "
@@ -509,7 +520,9 @@ def step_review() -> None:
         for c in (changes or {}).get("changes", [])
         if c["kind"] == "removed" and c["test"] in measured
     ]
-    raised = (changes["counts"]["raised"] if changes else 0) + len(ungated)
+    # A loosened gate setting (tolerance, floor...) raises every limit at once: one raise each.
+    settings_raised = (changes or {}).get("counts", {}).get("settings_raised", 0)
+    raised = (changes["counts"]["raised"] if changes else 0) + settings_raised + len(ungated)
     label = env("INPUT_APPROVAL_LABEL", "memcheck-approved").strip()
     approved = flag("INPUT_APPROVED") or (bool(label) and label in labels())
     required = flag("INPUT_REQUIRE_APPROVAL")
