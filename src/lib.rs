@@ -15,6 +15,7 @@ pub mod git;
 pub mod github;
 pub mod meter;
 mod python;
+mod python_native;
 pub mod report;
 pub mod results;
 pub mod session;
@@ -25,5 +26,6 @@ use pyo3::prelude::*;
 
 #[pymodule]
 fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    python::register(m)
+    python::register(m)?;
+    python_native::register(m)
 }

@@ -114,6 +114,17 @@ def meter_footprint() -> int: ...
 def enable_native() -> None:
     """Count native memory in every later window of the python meter (MeterError if it cannot)."""
 
+def native_diagnosis_start() -> None:
+    """Open a native window that records the allocating stacks (MeterError if native memory
+    is not counted)."""
+
+def native_diagnosis_stop() -> tuple[
+    int, int, list[tuple[list[str], tuple[str, int, str] | None, int, int, int, int]]
+]:
+    """Close it: (native peak, native retained, sites), a site being (frames innermost first,
+    the Python caller (path, line, function) or None, retained bytes, retained blocks, bytes at
+    the peak, blocks at the peak), by retained bytes."""
+
 def exclude_threads_running_now() -> int: ...
 def escape_command(text: str) -> str: ...
 def escape_markdown(text: str) -> str: ...

@@ -21,6 +21,7 @@ mod guard;
 mod hooks;
 pub mod ledger;
 mod native;
+pub mod native_sites;
 mod prior;
 mod rss;
 mod track;

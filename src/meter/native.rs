@@ -44,6 +44,7 @@ mod imp {
     use super::super::elf::{each_object, load_counts, Object};
     use super::super::hooks::{counts_here, outermost};
     use super::super::ledger::{Ledger, Totals};
+    use super::super::native_sites;
     use super::super::prior;
 
     /// Switched on for the run (the redirections were made).
@@ -80,6 +81,9 @@ mod imp {
     fn allocated(p: *mut c_void, size: usize) {
         if !p.is_null() {
             ledger().allocated(p as usize, size as u64);
+            if native_sites::on() {
+                native_sites::record(p as usize, size as u64);
+            }
         }
     }
 
@@ -131,6 +135,7 @@ mod imp {
             None => 0,
         };
         let p = call();
+        let moved = !p.is_null() || size == Some(0);
         if p.is_null() {
             // Failed (an overflowing reallocarray too): the block is untouched. Or
             // realloc(ptr, 0), which freed it.
@@ -138,7 +143,18 @@ mod imp {
                 ledger().restore(ptr as usize, old);
             }
         } else if counts_here() {
-            ledger().reallocated(p as usize, size.unwrap_or(0) as u64, credit);
+            let size = size.unwrap_or(0) as u64;
+            ledger().reallocated(p as usize, size, credit);
+            if native_sites::on() {
+                if old.is_some() {
+                    native_sites::released(ptr as usize);
+                }
+                native_sites::record(p as usize, size - credit.min(size));
+            }
+            return p;
+        }
+        if moved && old.is_some() && native_sites::on() {
+            native_sites::released(ptr as usize);
         }
         p
     }
@@ -157,8 +173,12 @@ mod imp {
 
     extern "C" fn free(ptr: *mut c_void) {
         // Every free of a counted block removes it, before the address can be reused.
-        if ACTIVE.load(Acquire) && !ptr.is_null() {
-            ledger().released(ptr as usize);
+        if ACTIVE.load(Acquire)
+            && !ptr.is_null()
+            && ledger().released(ptr as usize).is_some()
+            && native_sites::on()
+        {
+            native_sites::released(ptr as usize);
         }
         // SAFETY: as above.
         unsafe { libc::free(ptr) }
@@ -266,7 +286,7 @@ mod imp {
     }
 
     /// The C runtime's objects, by file name.
-    const RUNTIME: [&[u8]; 10] = [
+    pub(crate) const RUNTIME: [&[u8]; 10] = [
         b"libc.so",
         b"ld-linux",
         b"ld64.so",
@@ -411,4 +431,6 @@ mod imp {
     }
 }
 
+#[cfg(all(target_os = "linux", target_pointer_width = "64", target_env = "gnu"))]
+pub(crate) use imp::RUNTIME;
 pub use imp::{close, enable, enabled, open};
