@@ -5,6 +5,10 @@ runs once more, in-process with the same fixtures, under tracemalloc (25 frames)
 hook that snapshots the heap each time it reaches a new high at a function return (the peak's
 sites), a snapshot after the collection (the retained sites), and gc.freeze() before it so that
 gc.get_objects() afterwards holds exactly the objects the run left behind (growth by type).
+
+A test failed on a native figure (`--memcheck-native`) also has its native allocations recorded
+in that run by the engine (`_engine.native_diagnosis_start`/`_stop`): the native stack of each
+counted malloc and the Python line that called into the extension, grouped by site.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ FRAMES = 25
 # outcome, the first run's is.
 RERUN_ERRORS = (Exception, pytest.fail.Exception, pytest.skip.Exception)
 TOP = 5
+# Native frames shown of a site (innermost first); the rest are elided.
+NATIVE_FRAMES = 4
 # The diagnosis run is bounded: peak snapshots (a profile hook, the costly part) stop after
 # PROFILE_SECONDS of the run, and the back-reference search after CHAIN_SECONDS or CHAIN_OBJECTS.
 PROFILE_SECONDS = 10.0
@@ -86,6 +92,63 @@ class Site:
 
 
 @dataclass
+class NativeSite:
+    """Native allocations of one site: the native frames (innermost first, the C runtime and
+    our engine folded away) and the Python frame that called into the extension."""
+
+    frames: list[str]
+    caller: tuple[str, int, str] | None  # path, line, function
+    retained: int
+    retained_blocks: int
+    peak: int
+    peak_blocks: int
+
+    def show(self, root: Path, size: int, blocks: int) -> str:
+        frames = self.frames[:NATIVE_FRAMES] or ["(no native frame: the interpreter's own call)"]
+        if len(self.frames) > NATIVE_FRAMES:
+            frames.append("...")
+        where = " ← ".join(frames)
+        if self.caller is not None:
+            path, line, function = self.caller
+            where += f" ← called from {_relative(path, root)}:{line} in {function}"
+        plural = "" if blocks == 1 else "s"
+        return f"{_size(size)} in {blocks} block{plural}  {where}"
+
+
+@dataclass
+class NativeDiagnosis:
+    peak: int
+    retained: int
+    sites: list[NativeSite]
+    error: str | None = None
+
+    def lines(self, root: Path, metrics: set[str]) -> list[str]:
+        if self.error:
+            return [f"  (no native diagnosis: {self.error})"]
+        lines = []
+        if "native_retained" in metrics:
+            kept = [s for s in self.sites if s.retained][:TOP]
+            lines.append("  native, retained by site:")
+            lines += [f"    {s.show(root, s.retained, s.retained_blocks)}" for s in kept]
+            if not kept:
+                lines.append("    (nothing retained in the diagnosing run)")
+        if "native_peak" in metrics:
+            top = sorted((s for s in self.sites if s.peak), key=lambda s: -s.peak)[:TOP]
+            lines.append("  native, at the peak by site:")
+            lines += [f"    {s.show(root, s.peak, s.peak_blocks)}" for s in top]
+            if not top:
+                lines.append("    (no native allocation in the diagnosing run)")
+        return lines
+
+
+def _relative(path: str, root: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(root))
+    except (ValueError, OSError):
+        return path
+
+
+@dataclass
 class Diagnosis:
     peak_sites: list[Site]
     retained_sites: list[Site]
@@ -97,6 +160,8 @@ class Diagnosis:
     retained_folded: str = ""
     # Set when the diagnosis hit one of its bounds: what was left out.
     note: str | None = None
+    # Native allocation sites, when the test failed on a native figure.
+    native: NativeDiagnosis | None = None
 
     def dump(self, directory: Path, nodeid: str, root: Path) -> None:
         """`--memcheck-dump`: folded stacks and flame graphs of the peak and the retained
@@ -159,6 +224,8 @@ class Diagnosis:
             )
             if self.chain:
                 lines.append(f"  held by: {self.chain}")
+        if self.native is not None:
+            lines += self.native.lines(root, metrics)
         if cycles:
             lines.append(
                 f"  reference cycles: {cycles} objects were freed only by the cycle collector"
@@ -298,7 +365,9 @@ def _backref_chain(target: Any, ignore: set[int], depth: int = 10) -> str | None
 class _Tracing:
     """One diagnosis run: `begin()` before the test body, `end()` after it (or `failed()`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, native: bool = False) -> None:
+        self.native = native
+        self.native_error: str | None = None
         self.quiet = warnings.catch_warnings()
         self.peak: dict[str, Any] = {"bytes": 0, "snapshot": None}
         self.events = 0
@@ -334,11 +403,31 @@ class _Tracing:
         gc.freeze()
         tracemalloc.start(FRAMES)
         self.deadline = time.perf_counter() + PROFILE_SECONDS
+        if self.native:
+            from pytest_memcheck import _engine
+
+            try:
+                _engine.native_diagnosis_start()
+            except _engine.MeterError as e:
+                self.native, self.native_error = False, str(e)
         sys.setprofile(self._on_event)
         return None
 
+    def _stop_native(self) -> NativeDiagnosis | None:
+        """The native sites of the run (after its collection), when they were recorded."""
+        if self.native_error is not None:
+            return NativeDiagnosis(0, 0, [], self.native_error)
+        if not self.native:
+            return None
+        from pytest_memcheck import _engine
+
+        self.native = False
+        peak, retained, sites = _engine.native_diagnosis_stop()
+        return NativeDiagnosis(peak, retained, [NativeSite(*s) for s in sites])
+
     def _stop(self) -> None:
         sys.setprofile(None)
+        self._stop_native()
         tracemalloc.stop()
         self.quiet.__exit__(None, None, None)
 
@@ -352,6 +441,7 @@ class _Tracing:
         sys.setprofile(None)
         try:
             gc.collect()
+            native = self._stop_native()
             retained = tracemalloc.take_snapshot()
         finally:
             self._stop()
@@ -398,12 +488,16 @@ class _Tracing:
             peak_folded=_folded(at_peak) if at_peak else "",
             retained_folded=_folded(retained),
             note="; ".join(notes) or None,
+            native=native,
         )
 
 
-def diagnose(func: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> Diagnosis:
-    """Run func once more under tracemalloc and report where its memory came from."""
-    run = _Tracing()
+def diagnose(
+    func: Callable[..., Any], args: tuple, kwargs: dict[str, Any], native: bool = False
+) -> Diagnosis:
+    """Run func once more under tracemalloc and report where its memory came from; with
+    `native`, where its native memory came from too."""
+    run = _Tracing(native)
     refused = run.begin()
     if refused is not None:
         return refused
@@ -415,10 +509,10 @@ def diagnose(func: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> D
 
 
 async def diagnose_async(
-    func: Callable[..., Any], args: tuple, kwargs: dict[str, Any]
+    func: Callable[..., Any], args: tuple, kwargs: dict[str, Any], native: bool = False
 ) -> Diagnosis:
     """`diagnose` for a coroutine function: the run spans the awaited body."""
-    run = _Tracing()
+    run = _Tracing(native)
     refused = run.begin()
     if refused is not None:
         return refused

@@ -1051,6 +1051,8 @@ class MeasuredCall:
         self.rules = rules
         self.meter = manager.engine.meter
         self.took = 0.0  # seconds the first measured run took
+        # The diagnosis also records native allocation sites (a native figure is over).
+        self.native_diagnosis = False
 
     def stand_in(self) -> Callable[..., Any]:
         """What replaces the test function: a plain or an `async def` function as the test is
@@ -1083,7 +1085,7 @@ class MeasuredCall:
                 return self.func(*args, **kwargs)
             from pytest_memcheck.diagnose import diagnose
 
-            return diagnose(self.func, args, kwargs)
+            return diagnose(self.func, args, kwargs, self.native_diagnosis)
 
         steps = self._steps()
         request = next(steps)
@@ -1118,7 +1120,7 @@ class MeasuredCall:
                 return await self.func(*args, **kwargs)
             from pytest_memcheck.diagnose import diagnose_async
 
-            return await diagnose_async(self.func, args, kwargs)
+            return await diagnose_async(self.func, args, kwargs, self.native_diagnosis)
 
         steps = self._steps()
         request = next(steps)
@@ -1187,9 +1189,9 @@ class MeasuredCall:
                 elif second.intact:
                     verdict = engine.judge(item.nodeid, first.least(second), rules, hint)
         diagnosis = None
-        # The diagnosis names Python allocation sites: not run again for native figures alone.
-        python_over = [m for m in verdict.over if not m.startswith("native_")]
-        if verdict.fails(not manager.update) and verdict.outcome == "over" and python_over:
+        if verdict.fails(not manager.update) and verdict.outcome == "over" and verdict.over:
+            # A native figure over its limit: the diagnosis names the native sites too.
+            self.native_diagnosis = any(m.startswith("native_") for m in verdict.over)
             diagnosis = yield from self._diagnosis(confirm)
             where = manager.options.dump
             if where and not diagnosis.error:
