@@ -7,8 +7,8 @@
 //!   unwinder, DWARF CFI), innermost first, stopping at the first frame of the interpreter
 //!   (the main program or libpython) or after `DEPTH` frames. Addresses only: symbols are looked
 //!   up after the window (`stop`), with the `backtrace` crate (gimli/addr2line);
-//! - the Python frame running at the time (the code object and its line), the caller of the
-//!   extension, when the calling thread holds the GIL.
+//! - the Python frames running at the time (code objects and lines, the innermost
+//!   `PYTHON_DEPTH`), the caller of the extension first, when the calling thread holds the GIL.
 //!
 //! Allocations are grouped by site (the stack and the Python frame) with their bytes live now and
 //! at the highest native total of the run (the peak), kept without snapshots: a site remembers
@@ -26,6 +26,9 @@
 //!   object is kept alive (a reference) until its names are read after the window.
 //! - One lock over the tables; a thread that does not hold the GIL never touches Python.
 //!
+//! Recording costs a few microseconds an allocation: after `BUDGET` of a run, allocations are
+//! still counted by site but no longer unwound (one site says so).
+//!
 //! Normal windows pay one relaxed load per counted allocation (`on`).
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -39,8 +42,9 @@ pub type Caller = (String, u32, String);
 pub struct NativeSite {
     /// `libfoo.so: leak_buffer (foo.c:12)`, innermost first, up to the interpreter.
     pub frames: Vec<String>,
-    /// The Python frame that called into the extension: file, line, function.
-    pub python: Option<Caller>,
+    /// The Python frames running when the extension allocated: file, line, function,
+    /// innermost (the caller) first; empty when the thread did not hold the GIL.
+    pub python: Vec<Caller>,
     pub retained: u64,
     pub retained_blocks: u64,
     pub peak: u64,
@@ -53,6 +57,8 @@ pub struct NativeDiagnosis {
     pub peak: u64,
     pub retained: u64,
     pub sites: Vec<NativeSite>,
+    /// The run outlasted the budget: later allocations' stacks were not recorded.
+    pub past_budget: bool,
 }
 
 static ON: AtomicBool = AtomicBool::new(false);
@@ -69,6 +75,7 @@ mod imp {
     use std::ffi::{c_void, CStr};
     use std::sync::atomic::Ordering::Relaxed;
     use std::sync::Mutex;
+    use std::time::{Duration, Instant};
 
     use pyo3::ffi;
     use pyo3::prelude::*;
@@ -79,6 +86,16 @@ mod imp {
 
     /// Native frames kept per allocation (before folding).
     const DEPTH: usize = 40;
+    /// Python frames kept per allocation.
+    const PYTHON_DEPTH: usize = 12;
+    /// Between the native frames and the Python frames of a key.
+    const SEPARATOR: usize = usize::MAX;
+    /// The native frames of the site of allocations made after the budget was spent.
+    const UNRECORDED: usize = usize::MAX - 1;
+    /// How long a run records stacks.
+    const BUDGET: Duration = Duration::from_secs(10);
+    /// Frames shown for the allocations past the budget.
+    pub(super) const PAST_BUDGET: &str = "(stack not recorded: the diagnosis's 10 s were spent)";
 
     /// Bytes and blocks.
     #[derive(Clone, Copy, Default)]
@@ -88,7 +105,8 @@ mod imp {
     }
 
     struct Site {
-        /// Return addresses, innermost first, then the code object's address and the line.
+        /// Return addresses, innermost first, `SEPARATOR`, then (code object, line) pairs,
+        /// innermost first.
         key: Box<[usize]>,
         live: Amount,
         at_peak: Amount,
@@ -96,7 +114,6 @@ mod imp {
         seen: u64,
     }
 
-    #[derive(Default)]
     struct State {
         sites: Vec<Site>,
         index: HashMap<Box<[usize]>, u32>,
@@ -108,9 +125,58 @@ mod imp {
         peaks: u64,
         /// The interpreter's segments: unwinding stops at the first frame in one.
         interpreter: Vec<(usize, usize)>,
+        started: Instant,
+        recorded: u64,
+        past_budget: bool,
     }
 
     impl State {
+        fn new(interpreter: Vec<(usize, usize)>) -> State {
+            State {
+                sites: Vec::new(),
+                index: HashMap::new(),
+                blocks: HashMap::new(),
+                total: 0,
+                peak: 0,
+                peaks: 0,
+                interpreter,
+                started: Instant::now(),
+                recorded: 0,
+                past_budget: false,
+            }
+        }
+
+        /// A new site for `key`.
+        fn site(&mut self, key: &[usize]) -> u32 {
+            let site = self.sites.len() as u32;
+            let key: Box<[usize]> = key.into();
+            self.sites.push(Site {
+                key: key.clone(),
+                live: Amount::default(),
+                at_peak: Amount::default(),
+                seen: self.peaks,
+            });
+            self.index.insert(key, site);
+            site
+        }
+
+        /// A block of `bytes` at `addr` for `site` (an address recorded twice without its
+        /// free seen is never counted twice).
+        fn insert(&mut self, addr: usize, site: u32, bytes: u64) {
+            self.remove(addr);
+            self.blocks.insert(addr, (site, bytes));
+            self.add(site, bytes);
+        }
+
+        /// What `site` held at the highest total.
+        fn at_peak(&self, site: &Site) -> Amount {
+            if site.seen == self.peaks {
+                site.at_peak
+            } else {
+                site.live
+            }
+        }
+
         fn touch(&mut self, site: u32) -> &mut Site {
             let peaks = self.peaks;
             let s = &mut self.sites[site as usize];
@@ -153,28 +219,39 @@ mod imp {
         STATE.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The running Python frame's code object (a new reference) and line, when this thread
-    /// holds the GIL.
-    fn python_caller() -> (usize, usize) {
+    /// The running Python frames' code objects (new references) and lines, innermost first,
+    /// written as pairs into `out` when this thread holds the GIL; returns the words written.
+    fn python_stack(out: &mut [usize]) -> usize {
         // SAFETY: PyGILState_Check may be called from any thread; the rest only with the GIL.
+        // PyEval_GetFrame's frame is borrowed, PyFrame_GetBack's are new references, released
+        // once their successor is taken (the running frames hold them too).
         unsafe {
             if ffi::PyGILState_Check() == 0 {
-                return (0, 0);
+                return 0;
             }
-            // A frame object may be created: no collection (and no finalizer) in here.
+            // Frame objects may be created: no collection (and no finalizer) in here.
             let collecting = ffi::PyGC_Disable();
-            let frame = ffi::PyEval_GetFrame();
-            let found = if frame.is_null() {
-                (0, 0)
-            } else {
-                let code = ffi::PyFrame_GetCode(frame);
-                let line = ffi::PyFrame_GetLineNumber(frame).max(0) as usize;
-                (code as usize, line)
-            };
+            let mut frame = ffi::PyEval_GetFrame();
+            let mut owned = false;
+            let mut n = 0;
+            while !frame.is_null() && n + 2 <= out.len() {
+                out[n] = ffi::PyFrame_GetCode(frame) as usize;
+                out[n + 1] = ffi::PyFrame_GetLineNumber(frame).max(0) as usize;
+                n += 2;
+                let back = ffi::PyFrame_GetBack(frame);
+                if owned {
+                    ffi::Py_DECREF(frame as *mut ffi::PyObject);
+                }
+                frame = back;
+                owned = true;
+            }
+            if owned && !frame.is_null() {
+                ffi::Py_DECREF(frame as *mut ffi::PyObject);
+            }
             if collecting != 0 {
                 ffi::PyGC_Enable();
             }
-            found
+            n
         }
     }
 
@@ -185,51 +262,48 @@ mod imp {
         let Some(state) = guard.as_mut() else {
             return;
         };
-        let mut key = [0usize; DEPTH + 2];
+        let mut key = [0usize; DEPTH + 1 + 2 * PYTHON_DEPTH];
         let mut n = 0;
-        let interpreter = &state.interpreter;
-        // SAFETY: libgcc's unwinder is thread-safe; the closure only copies addresses.
-        unsafe {
-            backtrace::trace_unsynchronized(|frame| {
-                let ip = frame.ip() as usize;
-                if interpreter.iter().any(|&(s, e)| (s..e).contains(&ip)) {
-                    return false;
-                }
-                key[n] = ip;
-                n += 1;
-                n < DEPTH
-            });
+        state.recorded += 1;
+        if !state.past_budget && state.recorded % 1024 == 0 {
+            state.past_budget = state.started.elapsed() > BUDGET;
         }
-        let (code, line) = python_caller();
-        key[n] = code;
-        key[n + 1] = line;
-        let key = &key[..n + 2];
+        if state.past_budget {
+            key[0] = UNRECORDED;
+            key[1] = SEPARATOR;
+            n = 2;
+        } else {
+            let interpreter = &state.interpreter;
+            // SAFETY: libgcc's unwinder is thread-safe; the closure only copies addresses.
+            unsafe {
+                backtrace::trace_unsynchronized(|frame| {
+                    let ip = frame.ip() as usize;
+                    if interpreter.iter().any(|&(s, e)| (s..e).contains(&ip)) {
+                        return false;
+                    }
+                    key[n] = ip;
+                    n += 1;
+                    n < DEPTH
+                });
+            }
+            key[n] = SEPARATOR;
+            n += 1;
+            n += python_stack(&mut key[n..]);
+        }
+        let key = &key[..n];
         let site = match state.index.get(key) {
             Some(&site) => {
-                if code != 0 {
-                    // SAFETY: GIL held (python_caller found a frame); the site holds its own
-                    // reference, this one is the frame's, still alive.
-                    unsafe { ffi::Py_DECREF(code as *mut ffi::PyObject) };
+                let split = key.iter().position(|&w| w == SEPARATOR).unwrap_or(0);
+                for pair in key[split + 1..].chunks(2) {
+                    // SAFETY: GIL held (python_stack found frames); the site holds its own
+                    // references, these are the running frames', still alive.
+                    unsafe { ffi::Py_DECREF(pair[0] as *mut ffi::PyObject) };
                 }
                 site
             }
-            None => {
-                let site = state.sites.len() as u32;
-                let key: Box<[usize]> = key.into();
-                state.sites.push(Site {
-                    key: key.clone(),
-                    live: Amount::default(),
-                    at_peak: Amount::default(),
-                    seen: state.peaks,
-                });
-                state.index.insert(key, site);
-                site
-            }
+            None => state.site(key),
         };
-        // An address recorded twice without its free seen: never counted twice.
-        state.remove(addr);
-        state.blocks.insert(addr, (site, bytes));
-        state.add(site, bytes);
+        state.insert(addr, site, bytes);
     }
 
     /// A recorded block freed (or moved by realloc).
@@ -251,10 +325,7 @@ mod imp {
                 interpreter.extend_from_slice(object.segments());
             }
         });
-        *state() = Some(State {
-            interpreter,
-            ..State::default()
-        });
+        *state() = Some(State::new(interpreter));
         ON.store(true, Relaxed);
         if let Some(failure) = native::open() {
             stop_recording();
@@ -361,9 +432,6 @@ mod imp {
 
     /// The Python function, file and line of a code object (a reference, released here).
     fn python_frame(py: Python<'_>, code: usize, line: usize) -> Option<Caller> {
-        if code == 0 {
-            return None;
-        }
         // SAFETY: a reference taken by `record`, handed over to this Bound.
         let code = unsafe { Bound::from_owned_ptr(py, code as *mut ffi::PyObject) };
         let file: String = code.getattr("co_filename").ok()?.extract().ok()?;
@@ -374,26 +442,30 @@ mod imp {
     /// Close the window and name its sites. Must be called with the GIL held.
     pub fn stop(py: Python<'_>) -> NativeDiagnosis {
         let totals = native::close();
-        let Some(state) = stop_recording() else {
+        let Some(mut state) = stop_recording() else {
             return NativeDiagnosis::default();
         };
         let objects = Objects::now();
         let mut names: HashMap<usize, Vec<String>> = HashMap::new();
-        let mut grouped: HashMap<(Vec<String>, Option<Caller>), NativeSite> = HashMap::new();
-        let peaks = state.peaks;
-        for site in state.sites {
-            let (ips, python) = site.key.split_at(site.key.len() - 2);
-            let python = python_frame(py, python[0], python[1]);
-            let at_peak = if site.seen == peaks {
-                site.at_peak
-            } else {
-                site.live
-            };
+        let mut grouped: HashMap<(Vec<String>, Vec<Caller>), NativeSite> = HashMap::new();
+        let sites = std::mem::take(&mut state.sites);
+        for site in sites {
+            let split = site.key.iter().position(|&w| w == SEPARATOR).unwrap_or(0);
+            let (ips, python) = (&site.key[..split], &site.key[split + 1..]);
+            // Every reference is released, the sites without bytes' too.
+            let python: Vec<Caller> = python
+                .chunks(2)
+                .filter_map(|pair| python_frame(py, pair[0], pair[1]))
+                .collect();
+            let at_peak = state.at_peak(&site);
             if site.live.bytes == 0 && at_peak.bytes == 0 {
                 continue;
             }
             let mut frames = Vec::new();
-            for &ip in ips {
+            if ips == [UNRECORDED] {
+                frames.push(PAST_BUDGET.to_string());
+            }
+            for &ip in ips.iter().filter(|&&ip| ip != UNRECORDED) {
                 match objects.find(ip) {
                     Some((_, Kind::Folded)) => {}
                     Some((object, Kind::Shown)) => frames.extend(
@@ -429,6 +501,41 @@ mod imp {
             peak: totals.peak,
             retained: totals.current,
             sites,
+            past_budget: state.past_budget,
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn amounts(state: &State) -> Vec<(u64, u64)> {
+            state
+                .sites
+                .iter()
+                .map(|s| (s.live.bytes, state.at_peak(s).bytes))
+                .collect()
+        }
+
+        #[test]
+        fn sites_keep_their_bytes_at_the_highest_total_without_snapshots() {
+            let mut state = State::new(Vec::new());
+            let (a, b) = (state.site(&[1, SEPARATOR]), state.site(&[2, SEPARATOR]));
+            state.insert(0x10, a, 100);
+            state.insert(0x20, b, 50); // total 150: the peak
+            state.remove(0x10);
+            state.insert(0x30, b, 60); // total 110
+            assert_eq!(amounts(&state), [(0, 100), (110, 50)]);
+            assert_eq!((state.total, state.peak), (110, 150));
+            state.insert(0x40, a, 200); // total 310: a new peak, b unchanged since
+            state.remove(0x20);
+            assert_eq!(amounts(&state), [(200, 200), (60, 110)]);
+            // A block recorded twice at one address counts once; a free of an unknown one is
+            // ignored.
+            state.insert(0x40, a, 200);
+            state.remove(0x99);
+            assert_eq!(state.total, 260);
+            assert_eq!(state.sites[a as usize].live.blocks, 1);
         }
     }
 }
