@@ -119,11 +119,12 @@ def native_diagnosis_start() -> None:
     is not counted)."""
 
 def native_diagnosis_stop() -> tuple[
-    int, int, list[tuple[list[str], tuple[str, int, str] | None, int, int, int, int]]
+    int, int, list[tuple[list[str], list[tuple[str, int, str]], int, int, int, int]], bool
 ]:
-    """Close it: (native peak, native retained, sites), a site being (frames innermost first,
-    the Python caller (path, line, function) or None, retained bytes, retained blocks, bytes at
-    the peak, blocks at the peak), by retained bytes."""
+    """Close it: (native peak, native retained, sites, past budget), a site being (native
+    frames innermost first, the Python frames (path, line, function) innermost first, retained
+    bytes, retained blocks, bytes at the peak, blocks at the peak), by retained bytes; past
+    budget when the run outlasted the time stacks are recorded for."""
 
 def exclude_threads_running_now() -> int: ...
 def escape_command(text: str) -> str: ...

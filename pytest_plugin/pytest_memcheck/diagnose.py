@@ -94,23 +94,24 @@ class Site:
 @dataclass
 class NativeSite:
     """Native allocations of one site: the native frames (innermost first, the C runtime and
-    our engine folded away) and the Python frame that called into the extension."""
+    our engine folded away) and the Python frames that were running (innermost first: the
+    caller of the extension; empty when the thread did not hold the GIL)."""
 
     frames: list[str]
-    caller: tuple[str, int, str] | None  # path, line, function
+    python: list[tuple[str, int, str]]  # path, line, function
     retained: int
     retained_blocks: int
     peak: int
     peak_blocks: int
 
     def show(self, root: Path, size: int, blocks: int) -> str:
-        frames = self.frames[:NATIVE_FRAMES] or ["(no native frame: the interpreter's own call)"]
+        frames = _compact(self.frames[:NATIVE_FRAMES]) or ["(no native frame)"]
         if len(self.frames) > NATIVE_FRAMES:
             frames.append("...")
         where = " ← ".join(frames)
-        if self.caller is not None:
-            path, line, function = self.caller
-            where += f" ← called from {_relative(path, root)}:{line} in {function}"
+        caller = _caller(self.python, root)
+        if caller:
+            where += f" ← called from {caller}"
         plural = "" if blocks == 1 else "s"
         return f"{_size(size)} in {blocks} block{plural}  {where}"
 
@@ -121,6 +122,7 @@ class NativeDiagnosis:
     retained: int
     sites: list[NativeSite]
     error: str | None = None
+    past_budget: bool = False
 
     def lines(self, root: Path, metrics: set[str]) -> list[str]:
         if self.error:
@@ -138,6 +140,11 @@ class NativeDiagnosis:
             lines += [f"    {s.show(root, s.peak, s.peak_blocks)}" for s in top]
             if not top:
                 lines.append("    (no native allocation in the diagnosing run)")
+        if self.past_budget:
+            lines.append(
+                "  (native stacks recorded for the first 10 s of the run; later allocations "
+                "are counted under one site)"
+            )
         return lines
 
 
@@ -146,6 +153,45 @@ def _relative(path: str, root: Path) -> str:
         return str(Path(path).resolve().relative_to(root))
     except (ValueError, OSError):
         return path
+
+
+def _compact(frames: list[str]) -> list[str]:
+    """`lib.so: f (a.c:1)`, `lib.so: g (a.c:9)` -> `lib.so: f (a.c:1)`, `g (a.c:9)`: a frame
+    in the same object as the one before it is shown without the object's name."""
+    out, previous = [], None
+    for frame in frames:
+        obj, sep, rest = frame.partition(": ")
+        if not sep:
+            obj, sep, rest = frame.partition("+0x")
+            rest = sep + rest
+        if sep and obj == previous:
+            out.append(rest)
+        else:
+            out.append(frame)
+        previous = obj if sep else None
+    return out
+
+
+def _user_frame(python: list[tuple[str, int, str]]) -> tuple[str, int, str] | None:
+    """The innermost Python frame of the user's code (else of a library), folded frames
+    (pytest's, ours) left out."""
+    own = [f for f in python if not any(x in f[0] for x in FOLDED)]
+    users = [f for f in own if not _library(f[0])]
+    return (users or own or [None])[0]
+
+
+def _caller(python: list[tuple[str, int, str]], root: Path) -> str | None:
+    """The Python line that called into the extension, as the Python sites name theirs: the
+    innermost frame of the user's code, a library frame it called shown as `via`."""
+    frame = _user_frame(python)
+    if frame is None:
+        return None
+    path, line, function = frame
+    where = f"{_relative(path, root)}:{line} in {function}"
+    innermost = next(f for f in python if not any(x in f[0] for x in FOLDED))
+    if innermost is not frame:
+        where += f" (via {_short(innermost[0])}:{innermost[1]})"
+    return where
 
 
 @dataclass
@@ -199,6 +245,18 @@ class Diagnosis:
             "growth": dict(self.growth),
             "held_by": self.chain,
         }
+        if self.native is not None and not self.native.error:
+            report["native_sites"] = [
+                {
+                    "frames": s.frames,
+                    "python": [f"{p}:{n} in {f}" for p, n, f in s.python],
+                    "retained_bytes": s.retained,
+                    "retained_blocks": s.retained_blocks,
+                    "peak_bytes": s.peak,
+                    "peak_blocks": s.peak_blocks,
+                }
+                for s in self.native.sites[:TOP]
+            ]
         _engine.write_dump_file(str(directory), f"{stem}.json", json.dumps(report, indent=2) + "\n")
 
     def text(self, root: Path, metrics: set[str], cycles: int) -> str:
@@ -422,8 +480,8 @@ class _Tracing:
         from pytest_memcheck import _engine
 
         self.native = False
-        peak, retained, sites = _engine.native_diagnosis_stop()
-        return NativeDiagnosis(peak, retained, [NativeSite(*s) for s in sites])
+        peak, retained, sites, past_budget = _engine.native_diagnosis_stop()
+        return NativeDiagnosis(peak, retained, [NativeSite(*s) for s in sites], None, past_budget)
 
     def _stop(self) -> None:
         sys.setprofile(None)

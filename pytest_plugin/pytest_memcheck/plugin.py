@@ -980,6 +980,21 @@ def _project_site(diagnosis: Any, over: list[str], root: Path) -> tuple[str, int
                 continue
             if not {"site-packages", "dist-packages"} & set(rel.parts):
                 return rel.as_posix(), site.line
+    native = getattr(diagnosis, "native", None)
+    if native is not None and not native.error and any(m.startswith("native_") for m in over):
+        from pytest_memcheck.diagnose import _user_frame
+
+        # The Python line that called into the extension, of the top native site.
+        for site in native.sites:
+            frame = _user_frame(site.python)
+            if frame is None:
+                continue
+            try:
+                rel = Path(frame[0]).resolve().relative_to(root.resolve())
+            except (ValueError, OSError):
+                continue
+            if not {"site-packages", "dist-packages"} & set(rel.parts):
+                return rel.as_posix(), frame[1]
     return None
 
 
