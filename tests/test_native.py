@@ -69,6 +69,14 @@ static PyObject *aligned_keep(PyObject *m, PyObject *a) {
 }
 static PyObject *strdup_keep(PyObject *m, PyObject *a) { return keep(strdup(PyUnicode_AsUTF8(a))); }
 static PyObject *pymem_keep(PyObject *m, PyObject *a) { return keep(PyMem_RawMalloc(size_of(a))); }
+static PyObject *nogil_keep(PyObject *m, PyObject *a) {
+    size_t n = size_of(a);
+    void *p;
+    Py_BEGIN_ALLOW_THREADS
+    p = malloc(n);
+    Py_END_ALLOW_THREADS
+    return keep(p);
+}
 static PyObject *free_all(PyObject *m, PyObject *unused) {
     while (nkept) free(kept[--nkept]);
     Py_RETURN_NONE;
@@ -89,6 +97,7 @@ static PyMethodDef methods[] = {
     {"aligned_keep", aligned_keep, METH_O, NULL},
     {"strdup_keep", strdup_keep, METH_O, NULL},
     {"pymem_keep", pymem_keep, METH_O, NULL},
+    {"nogil_keep", nogil_keep, METH_O, NULL},
     {"free_all", free_all, METH_NOARGS, NULL},
     {"usable", usable, METH_O, NULL},
     {NULL},
@@ -331,10 +340,14 @@ def test_leak():
 def test_after():
     nat.malloc_keep(100)
 
+def test_leak_without_the_gil():
+    nat.nogil_keep(1000 + LEAK // 2)
+
 def test_python_grows():
     KEPT.append(bytearray(1000 + LEAK))
 """
 LEAK_LINE = LEAKY.lstrip("\n").splitlines().index("    nat.malloc_keep(1000 + LEAK)") + 1
+NOGIL_LINE = LEAKY.lstrip("\n").splitlines().index("    nat.nogil_keep(1000 + LEAK // 2)") + 1
 
 
 def test_a_native_regression_is_diagnosed_by_native_site(native_project, monkeypatch):
@@ -345,13 +358,17 @@ def test_a_native_regression_is_diagnosed_by_native_site(native_project, monkeyp
     result = native_project.run("--memcheck-update", "--memcheck-native")
     assert result.ret == 0, result.stdout.str()
     monkeypatch.setenv("LEAK", str(2_000_000))
-    selected = ("test_leaky.py::test_leak", "test_leaky.py::test_after")
+    selected = (
+        "test_leaky.py::test_leak",
+        "test_leaky.py::test_after",
+        "test_leaky.py::test_leak_without_the_gil",
+    )
     failed = native_project.run(
         "--memcheck", "--memcheck-native", "--memcheck-json=out.json", *selected
     )
     assert failed.ret == 1, failed.stdout.str()
     text = failed.stdout.str()
-    assert "1 failed, 1 passed" in text
+    assert "2 failed, 1 passed" in text
     # The verdict is the measurement's, to the byte: the diagnosis did not add to it.
     assert "native_retained 1.91 MiB (2001000 B) is over its limit" in text
     site = (
@@ -363,6 +380,12 @@ def test_a_native_regression_is_diagnosed_by_native_site(native_project, monkeyp
     # At the peak the freed 500,000 B block had come and gone: the kept one is the peak's too.
     peak = re.search(r"native, at the peak by site:\n(.*)\n", text)
     assert peak and re.fullmatch(r"\s+" + site, peak.group(1)), text
+    # Allocated with the GIL released: the Python line of the moment it was released.
+    assert re.search(
+        r"977\.5 KiB in 1 block  nat\S*\.so: nogil_keep \(nat\.c:\d+\) "
+        rf"← called from test_leaky\.py:{NOGIL_LINE} in test_leak_without_the_gil",
+        text,
+    ), text
     # Python sites say nothing of native memory: only the native section is shown.
     assert "retained, by site:" not in text.replace("native, retained by site:", "")
     results = json.loads((native_project.path / "out.json").read_text())

@@ -13,6 +13,10 @@
 //! - objects that report their buffers with `PyTraceMalloc_Track` (numpy < 2.5): the python
 //!   meter counts those buffers already, and counting their `malloc` too would count them twice.
 //!
+//! `PyEval_SaveThread` and `PyEval_RestoreThread` are redirected in the same objects, for the
+//! diagnosis only (`native_sites.rs`: the Python frames of an allocation made without the
+//! GIL); outside a diagnosing run they forward after one atomic load.
+//!
 //! `dlopen` is redirected in the interpreter only, whose imports call it with a full path, so an
 //! extension imported inside a test is redirected as soon as it is loaded; what its constructors
 //! allocate while it loads is not seen. It is not redirected in extensions: glibc searches a
@@ -255,6 +259,24 @@ mod imp {
         p
     }
 
+    /// An extension releases the GIL (`Py_BEGIN_ALLOW_THREADS`): a diagnosing run keeps the
+    /// Python frames of the moment for the allocations made without it (`native_sites`).
+    extern "C" fn save_thread() -> *mut pyo3::ffi::PyThreadState {
+        if native_sites::on() {
+            native_sites::gil_released();
+        }
+        // SAFETY: the interpreter's own function, called as the extension called it.
+        unsafe { pyo3::ffi::PyEval_SaveThread() }
+    }
+
+    extern "C" fn restore_thread(state: *mut pyo3::ffi::PyThreadState) {
+        // SAFETY: as above.
+        unsafe { pyo3::ffi::PyEval_RestoreThread(state) };
+        if native_sites::on() {
+            native_sites::gil_taken();
+        }
+    }
+
     extern "C" fn dlopen(name: *const c_char, flags: c_int) -> *mut c_void {
         // SAFETY: the loader's own function, with the caller's arguments.
         let handle = unsafe { libc::dlopen(name, flags) };
@@ -267,7 +289,7 @@ mod imp {
     const DLOPEN: &[u8] = b"dlopen";
     const TRACK: &[u8] = b"PyTraceMalloc_Track";
 
-    fn replacements() -> [(&'static [u8], usize); 13] {
+    fn replacements() -> [(&'static [u8], usize); 15] {
         [
             (b"malloc", malloc as *const () as usize),
             (b"calloc", calloc as *const () as usize),
@@ -281,6 +303,11 @@ mod imp {
             (b"pvalloc", pvalloc_hook as *const () as usize),
             (b"strdup", strdup as *const () as usize),
             (b"strndup", strndup as *const () as usize),
+            (b"PyEval_SaveThread", save_thread as *const () as usize),
+            (
+                b"PyEval_RestoreThread",
+                restore_thread as *const () as usize,
+            ),
             (DLOPEN, dlopen as *const () as usize),
         ]
     }

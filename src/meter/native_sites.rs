@@ -8,7 +8,10 @@
 //!   (the main program or libpython) or after `DEPTH` frames. Addresses only: symbols are looked
 //!   up after the window (`stop`), with the `backtrace` crate (gimli/addr2line);
 //! - the Python frames running at the time (code objects and lines, the innermost
-//!   `PYTHON_DEPTH`), the caller of the extension first, when the calling thread holds the GIL.
+//!   `PYTHON_DEPTH`), the caller of the extension first. A thread that released the GIL
+//!   (`Py_BEGIN_ALLOW_THREADS`) cannot read them: the extension's `PyEval_SaveThread` is
+//!   redirected too (`native.rs`) and, while recording, keeps the frames of the moment the GIL
+//!   was released for the allocations made without it, until `PyEval_RestoreThread`.
 //!
 //! Allocations are grouped by site (the stack and the Python frame) with their bytes live now and
 //! at the highest native total of the run (the peak), kept without snapshots: a site remembers
@@ -20,18 +23,20 @@
 //!   like any library's) does not count and does not come back here. Our own tables are
 //!   allocated by the Rust allocator, i.e. the C library's `malloc` through our own import,
 //!   which is never redirected.
-//! - Reading the Python frame may create its frame object (CPython makes them lazily), an
-//!   allocation of the interpreter that could start a cyclic collection, and with it finalizers,
-//!   in the middle of an extension's `malloc`: the collector is switched off around it. The code
-//!   object is kept alive (a reference) until its names are read after the window.
+//! - Reading the Python frames may create their frame objects (CPython makes them lazily),
+//!   allocations of the interpreter that could start a cyclic collection, and with it
+//!   finalizers, in the middle of an extension's `malloc`: the collector is switched off around
+//!   it. Each code object seen is kept alive (one reference, `State::pinned`) until its names
+//!   are read after the window, so a thread without the GIL never touches a reference count.
 //! - One lock over the tables; a thread that does not hold the GIL never touches Python.
 //!
 //! Recording costs a few microseconds an allocation: after `BUDGET` of a run, allocations are
 //! still counted by site but no longer unwound (one site says so).
 //!
-//! Normal windows pay one relaxed load per counted allocation (`on`).
+//! Normal windows pay one relaxed load per counted allocation and per GIL release of an
+//! extension (`on`).
 
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 /// The Python frame that called into an extension: file, line, function.
 pub type Caller = (String, u32, String);
@@ -62,6 +67,8 @@ pub struct NativeDiagnosis {
 }
 
 static ON: AtomicBool = AtomicBool::new(false);
+/// The diagnosing run's number: frames a thread kept from an earlier run are not this one's.
+static RUN: AtomicU64 = AtomicU64::new(0);
 
 /// Recording is on (a diagnosing run): one relaxed load, the normal path's only cost.
 #[inline(always)]
@@ -71,7 +78,8 @@ pub(crate) fn on() -> bool {
 
 #[cfg(all(target_os = "linux", target_pointer_width = "64", target_env = "gnu"))]
 mod imp {
-    use std::collections::HashMap;
+    use std::cell::Cell;
+    use std::collections::{HashMap, HashSet};
     use std::ffi::{c_void, CStr};
     use std::sync::atomic::Ordering::Relaxed;
     use std::sync::Mutex;
@@ -82,7 +90,7 @@ mod imp {
 
     use super::super::elf::each_object;
     use super::super::native;
-    use super::{Caller, NativeDiagnosis, NativeSite, ON};
+    use super::{Caller, NativeDiagnosis, NativeSite, ON, RUN};
 
     /// Native frames kept per allocation (before folding).
     const DEPTH: usize = 40;
@@ -128,6 +136,8 @@ mod imp {
         started: Instant,
         recorded: u64,
         past_budget: bool,
+        /// Code objects referenced by keys, one reference each, released by `stop`.
+        pinned: HashSet<usize>,
     }
 
     impl State {
@@ -143,6 +153,7 @@ mod imp {
                 started: Instant::now(),
                 recorded: 0,
                 past_budget: false,
+                pinned: HashSet::new(),
             }
         }
 
@@ -219,15 +230,23 @@ mod imp {
         STATE.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The running Python frames' code objects (new references) and lines, innermost first,
-    /// written as pairs into `out` when this thread holds the GIL; returns the words written.
-    fn python_stack(out: &mut [usize]) -> usize {
+    thread_local! {
+        /// The frames of the moment this thread released the GIL: (run, words, pairs).
+        static RELEASED: Cell<(u64, usize, [usize; 2 * PYTHON_DEPTH])> =
+            const { Cell::new((0, 0, [0; 2 * PYTHON_DEPTH])) };
+    }
+
+    /// The running Python frames' code objects (pinned) and lines, innermost first, written as
+    /// pairs into `out`; returns the words written, or None when this thread does not hold the
+    /// GIL.
+    fn python_stack(out: &mut [usize], pinned: &mut HashSet<usize>) -> Option<usize> {
         // SAFETY: PyGILState_Check may be called from any thread; the rest only with the GIL.
         // PyEval_GetFrame's frame is borrowed, PyFrame_GetBack's are new references, released
-        // once their successor is taken (the running frames hold them too).
+        // once their successor is taken (the running frames hold them too). PyFrame_GetCode's
+        // reference is kept in `pinned`, once per code object.
         unsafe {
             if ffi::PyGILState_Check() == 0 {
-                return 0;
+                return None;
             }
             // Frame objects may be created: no collection (and no finalizer) in here.
             let collecting = ffi::PyGC_Disable();
@@ -235,7 +254,11 @@ mod imp {
             let mut owned = false;
             let mut n = 0;
             while !frame.is_null() && n + 2 <= out.len() {
-                out[n] = ffi::PyFrame_GetCode(frame) as usize;
+                let code = ffi::PyFrame_GetCode(frame);
+                if !pinned.insert(code as usize) {
+                    ffi::Py_DECREF(code as *mut ffi::PyObject);
+                }
+                out[n] = code as usize;
                 out[n + 1] = ffi::PyFrame_GetLineNumber(frame).max(0) as usize;
                 n += 2;
                 let back = ffi::PyFrame_GetBack(frame);
@@ -251,8 +274,39 @@ mod imp {
             if collecting != 0 {
                 ffi::PyGC_Enable();
             }
-            n
+            Some(n)
         }
+    }
+
+    /// The extension releases the GIL (its `PyEval_SaveThread`, GIL still held): keep this
+    /// thread's frames for the allocations it makes without the GIL.
+    pub(crate) fn gil_released() {
+        let mut guard = state();
+        let Some(state) = guard.as_mut() else {
+            return;
+        };
+        let mut frames = [0usize; 2 * PYTHON_DEPTH];
+        let n = python_stack(&mut frames, &mut state.pinned).unwrap_or(0);
+        let _ = RELEASED.try_with(|r| r.set((RUN.load(Relaxed), n, frames)));
+    }
+
+    /// The extension took the GIL back.
+    pub(crate) fn gil_taken() {
+        let _ = RELEASED.try_with(|r| r.set((0, 0, [0; 2 * PYTHON_DEPTH])));
+    }
+
+    /// The frames kept when this thread released the GIL in this run, written into `out`.
+    fn released_stack(out: &mut [usize]) -> usize {
+        let (run, n, frames) =
+            RELEASED
+                .try_with(Cell::get)
+                .unwrap_or((0, 0, [0; 2 * PYTHON_DEPTH]));
+        if run == 0 || run != RUN.load(Relaxed) {
+            return 0;
+        }
+        let n = n.min(out.len());
+        out[..n].copy_from_slice(&frames[..n]);
+        n
     }
 
     /// A counted native block of `bytes` at `addr`: called by the redirected allocator while
@@ -288,19 +342,14 @@ mod imp {
             }
             key[n] = SEPARATOR;
             n += 1;
-            n += python_stack(&mut key[n..]);
+            n += match python_stack(&mut key[n..], &mut state.pinned) {
+                Some(words) => words,
+                None => released_stack(&mut key[n..]),
+            };
         }
         let key = &key[..n];
         let site = match state.index.get(key) {
-            Some(&site) => {
-                let split = key.iter().position(|&w| w == SEPARATOR).unwrap_or(0);
-                for pair in key[split + 1..].chunks(2) {
-                    // SAFETY: GIL held (python_stack found frames); the site holds its own
-                    // references, these are the running frames', still alive.
-                    unsafe { ffi::Py_DECREF(pair[0] as *mut ffi::PyObject) };
-                }
-                site
-            }
+            Some(&site) => site,
             None => state.site(key),
         };
         state.insert(addr, site, bytes);
@@ -325,6 +374,7 @@ mod imp {
                 interpreter.extend_from_slice(object.segments());
             }
         });
+        RUN.fetch_add(1, Relaxed);
         *state() = Some(State::new(interpreter));
         ON.store(true, Relaxed);
         if let Some(failure) = native::open() {
@@ -430,10 +480,10 @@ mod imp {
         out
     }
 
-    /// The Python function, file and line of a code object (a reference, released here).
+    /// The Python function, file and line of a code object (pinned).
     fn python_frame(py: Python<'_>, code: usize, line: usize) -> Option<Caller> {
-        // SAFETY: a reference taken by `record`, handed over to this Bound.
-        let code = unsafe { Bound::from_owned_ptr(py, code as *mut ffi::PyObject) };
+        // SAFETY: a code object kept alive by its reference in `State::pinned`.
+        let code = unsafe { Bound::from_borrowed_ptr(py, code as *mut ffi::PyObject) };
         let file: String = code.getattr("co_filename").ok()?.extract().ok()?;
         let name: String = code.getattr("co_name").ok()?.extract().ok()?;
         Some((file, line as u32, name))
@@ -452,7 +502,6 @@ mod imp {
         for site in sites {
             let split = site.key.iter().position(|&w| w == SEPARATOR).unwrap_or(0);
             let (ips, python) = (&site.key[..split], &site.key[split + 1..]);
-            // Every reference is released, the sites without bytes' too.
             let python: Vec<Caller> = python
                 .chunks(2)
                 .filter_map(|pair| python_frame(py, pair[0], pair[1]))
@@ -483,6 +532,10 @@ mod imp {
             entry.retained_blocks += site.live.blocks;
             entry.peak += at_peak.bytes;
             entry.peak_blocks += at_peak.blocks;
+        }
+        for code in state.pinned.drain() {
+            // SAFETY: GIL held; the one reference `python_stack` kept of it.
+            unsafe { ffi::Py_DECREF(code as *mut ffi::PyObject) };
         }
         let mut sites: Vec<NativeSite> = grouped
             .into_iter()
@@ -546,6 +599,8 @@ mod imp {
     use pyo3::prelude::*;
 
     pub(crate) fn record(_addr: usize, _bytes: u64) {}
+    pub(crate) fn gil_released() {}
+    pub(crate) fn gil_taken() {}
     pub(crate) fn released(_addr: usize) {}
 
     pub fn start() -> Result<(), String> {
@@ -557,5 +612,5 @@ mod imp {
     }
 }
 
-pub(crate) use imp::{record, released};
+pub(crate) use imp::{gil_released, gil_taken, record, released};
 pub use imp::{start, stop};
