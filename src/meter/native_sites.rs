@@ -469,7 +469,10 @@ mod imp {
             // SAFETY: dladdr fills `info` for any address; the strings are the loader's.
             let found = unsafe { libc::dladdr(at, &mut info) } != 0;
             if found && !info.dli_sname.is_null() {
-                let name = unsafe { CStr::from_ptr(info.dli_sname) }.to_string_lossy();
+                // SAFETY: a NUL-terminated string of the loader's, alive while the object is.
+                let raw = unsafe { CStr::from_ptr(info.dli_sname) }.to_bytes();
+                // Demangled (C++ and Rust): `operator new(unsigned long)`, not `_Znwm`.
+                let name = backtrace::SymbolName::new(raw);
                 out.push(format!("{object}: {name}"));
             } else if found {
                 out.push(format!("{object}+{:#x}", ip - info.dli_fbase as usize));
