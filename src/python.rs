@@ -13,6 +13,7 @@ use crate::error::Error;
 use crate::escape;
 use crate::gate::{Location, TestResult};
 use crate::markers::MarkerRules;
+use crate::meter::native_sites::{self, NativeDiagnosis, NativeSite};
 use crate::meter::{self, Measurement, MeterKind};
 use crate::report;
 use crate::store::{Coverage, UpdateMode};
@@ -161,6 +162,18 @@ fn escape_markdown(text: &str) -> String {
 #[pyfunction]
 fn enable_native() -> PyResult<()> {
     meter::enable_native().map_err(|e| Error::Meter(e).into())
+}
+
+/// Open a native window that records the allocating stacks (the diagnosing run only).
+#[pyfunction]
+fn native_diagnosis_start() -> PyResult<()> {
+    native_sites::start().map_err(|e| Error::Meter(e).into())
+}
+
+/// Close it: the native totals and the sites, retained bytes first.
+#[pyfunction]
+fn native_diagnosis_stop(py: Python<'_>) -> NativeDiagnosis {
+    native_sites::stop(py)
 }
 
 /// Bytes held by the python meter's own bookkeeping.
@@ -653,6 +666,10 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Session>()?;
     m.add_class::<MarkerRules>()?;
     m.add_class::<FileChange>()?;
+    m.add_class::<NativeSite>()?;
+    m.add_class::<NativeDiagnosis>()?;
+    m.add_function(wrap_pyfunction!(native_diagnosis_start, m)?)?;
+    m.add_function(wrap_pyfunction!(native_diagnosis_stop, m)?)?;
     m.add_function(wrap_pyfunction!(measure, m)?)?;
     m.add_function(wrap_pyfunction!(cli, m)?)?;
     m.add_function(wrap_pyfunction!(write_flamegraph, m)?)?;

@@ -34,14 +34,6 @@ pub fn failure_message(r: &TestResult, update_hint: &str) -> String {
                     format_size(k)
                 ));
             }
-            if r.checks.iter().any(|c| {
-                c.over() && matches!(c.metric, Metric::NativePeak | Metric::NativeRetained)
-            }) {
-                lines.push(
-                    "  native allocation sites are not named yet: the native figures show how much, not where"
-                        .to_string(),
-                );
-            }
             if r.checks.iter().any(|c| c.over() && c.baseline().is_some()) {
                 lines.push(format!("  if the growth is intended, accept it: {update_hint}"));
             }

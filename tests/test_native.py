@@ -4,6 +4,7 @@ malloc family, and native_peak / native_retained equal them to the byte."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import platform
 import re
@@ -68,6 +69,14 @@ static PyObject *aligned_keep(PyObject *m, PyObject *a) {
 }
 static PyObject *strdup_keep(PyObject *m, PyObject *a) { return keep(strdup(PyUnicode_AsUTF8(a))); }
 static PyObject *pymem_keep(PyObject *m, PyObject *a) { return keep(PyMem_RawMalloc(size_of(a))); }
+static PyObject *nogil_keep(PyObject *m, PyObject *a) {
+    size_t n = size_of(a);
+    void *p;
+    Py_BEGIN_ALLOW_THREADS
+    p = malloc(n);
+    Py_END_ALLOW_THREADS
+    return keep(p);
+}
 static PyObject *free_all(PyObject *m, PyObject *unused) {
     while (nkept) free(kept[--nkept]);
     Py_RETURN_NONE;
@@ -88,6 +97,7 @@ static PyMethodDef methods[] = {
     {"aligned_keep", aligned_keep, METH_O, NULL},
     {"strdup_keep", strdup_keep, METH_O, NULL},
     {"pymem_keep", pymem_keep, METH_O, NULL},
+    {"nogil_keep", nogil_keep, METH_O, NULL},
     {"free_all", free_all, METH_NOARGS, NULL},
     {"usable", usable, METH_O, NULL},
     {NULL},
@@ -109,6 +119,7 @@ def build(directory: Path, name: str) -> Path:
         [
             cc,
             "-O2",
+            "-g",  # the diagnosis names its functions from the debug information
             "-shared",
             "-fPIC",
             f"-I{sysconfig.get_paths()['include']}",
@@ -292,7 +303,9 @@ def test_a_planted_native_leak_fails_at_the_exact_byte(native_project, monkeypat
     assert "native_retained 1.11 MiB (1165537 B) is over its limit 1.11 MiB (1165536 B)" in text
     assert "native_peak 1.11 MiB (1165537 B) is over its limit" in text
     assert "native peak 1.11 MiB then 1.11 MiB, native retained 1.11 MiB then 1.11 MiB" in text
-    assert "native allocation sites are not named yet" in text
+    # The diagnosis names the C function that allocated, and the test's line that called it.
+    assert "native, retained by site:" in text
+    assert re.search(r"nat\S*\.so: malloc_keep \(nat\.c:\d+\) ← called from test_known\.py", text)
     # Without --memcheck-native the same leak is invisible: the python figures did not move.
     blind = native_project.run("--memcheck", *selected)
     assert blind.ret == 0, blind.stdout.str()
@@ -305,6 +318,101 @@ def test_a_planted_native_leak_fails_at_the_exact_byte(native_project, monkeypat
     assert accepted.ret == 0, accepted.stdout.str()
     again = native_project.run("--memcheck", "--memcheck-native", *selected)
     assert again.ret == 0, again.stdout.str()
+
+
+LEAKY = """
+import os
+import pytest
+import nat
+
+LEAK = int(os.environ.get("LEAK", "0"))
+KEPT = []
+
+@pytest.fixture(autouse=True)
+def clean():
+    yield
+    nat.free_all()  # fixture teardown: outside the window
+
+def test_leak():
+    nat.malloc_free(500_000)
+    nat.malloc_keep(1000 + LEAK)
+
+def test_after():
+    nat.malloc_keep(100)
+
+def test_leak_without_the_gil():
+    nat.nogil_keep(1000 + LEAK // 2)
+
+def test_python_grows():
+    KEPT.append(bytearray(1000 + LEAK))
+"""
+LEAK_LINE = LEAKY.lstrip("\n").splitlines().index("    nat.malloc_keep(1000 + LEAK)") + 1
+NOGIL_LINE = LEAKY.lstrip("\n").splitlines().index("    nat.nogil_keep(1000 + LEAK // 2)") + 1
+
+
+def test_a_native_regression_is_diagnosed_by_native_site(native_project, monkeypatch):
+    """The failure names the C function that allocated (from the extension's debug information)
+    and the test's line that called into it, in the terminal and in the results file; the
+    diagnosing run changes no verdict, neither this test's nor the next one's."""
+    native_project.pytester.makepyfile(test_leaky=LEAKY)
+    result = native_project.run("--memcheck-update", "--memcheck-native")
+    assert result.ret == 0, result.stdout.str()
+    monkeypatch.setenv("LEAK", str(2_000_000))
+    selected = (
+        "test_leaky.py::test_leak",
+        "test_leaky.py::test_after",
+        "test_leaky.py::test_leak_without_the_gil",
+    )
+    failed = native_project.run(
+        "--memcheck", "--memcheck-native", "--memcheck-json=out.json", *selected
+    )
+    assert failed.ret == 1, failed.stdout.str()
+    text = failed.stdout.str()
+    assert "2 failed, 1 passed" in text
+    # The verdict is the measurement's, to the byte: the diagnosis did not add to it.
+    assert "native_retained 1.91 MiB (2001000 B) is over its limit" in text
+    site = (
+        r"1\.9 MiB in 1 block  nat\S*\.so: malloc_keep \(nat\.c:\d+\) "
+        rf"← called from test_leaky\.py:{LEAK_LINE} in test_leak"
+    )
+    retained = re.search(r"native, retained by site:\n(.*)\n", text)
+    assert retained and re.fullmatch(r"\s+" + site, retained.group(1)), text
+    # At the peak the freed 500,000 B block had come and gone: the kept one is the peak's too.
+    peak = re.search(r"native, at the peak by site:\n(.*)\n", text)
+    assert peak and re.fullmatch(r"\s+" + site, peak.group(1)), text
+    # Allocated with the GIL released: the Python line of the moment it was released.
+    assert re.search(
+        r"977\.5 KiB in 1 block  nat\S*\.so: nogil_keep \(nat\.c:\d+\) "
+        rf"← called from test_leaky\.py:{NOGIL_LINE} in test_leak_without_the_gil",
+        text,
+    ), text
+    # Python sites say nothing of native memory: only the native section is shown.
+    assert "retained, by site:" not in text.replace("native, retained by site:", "")
+    results = json.loads((native_project.path / "out.json").read_text())
+    by_id = {t["nodeid"].split("::")[1]: t for t in results["tests"]}
+    assert by_id["test_leak"]["outcome"] == "over"
+    assert by_id["test_leak"]["measured"]["native_retained"] == 2_001_000
+    assert re.search(site, by_id["test_leak"]["message"])
+    # The next test, measured after the diagnosing run, is exact again.
+    assert by_id["test_after"]["outcome"] == "ok"
+    assert by_id["test_after"]["measured"]["native_retained"] == 100
+
+
+def test_a_python_regression_has_no_native_diagnosis(native_project, monkeypatch):
+    """Negative control: under --memcheck-native, a test over on Python memory alone gets the
+    Python sites and no native section."""
+    native_project.pytester.makepyfile(test_leaky=LEAKY)
+    selected = ("test_leaky.py::test_python_grows",)
+    result = native_project.run("--memcheck-update", "--memcheck-native", *selected)
+    assert result.ret == 0, result.stdout.str()
+    monkeypatch.setenv("LEAK", str(2_000_000))
+    failed = native_project.run("--memcheck", "--memcheck-native", *selected)
+    assert failed.ret == 1, failed.stdout.str()
+    text = failed.stdout.str()
+    assert "retained, by site:" in text
+    assert "test_leaky.py:" in text
+    assert "native," not in text
+    assert "native diagnosis" not in text
 
 
 def test_baselines_without_native_stay_as_they_were(native_project):

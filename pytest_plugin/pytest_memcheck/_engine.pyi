@@ -10,6 +10,10 @@ __all__ = [
     "Session",
     "MarkerRules",
     "FileChange",
+    "NativeSite",
+    "NativeDiagnosis",
+    "native_diagnosis_start",
+    "native_diagnosis_stop",
     "measure",
     "cli",
     "write_flamegraph",
@@ -98,6 +102,27 @@ class FileChange:
     note: str | None
 
 @final
+class NativeSite:
+    """One native allocation site of a diagnosing run."""
+
+    frames: list[str]
+    python: list[tuple[str, int, str]]
+    retained: int
+    retained_blocks: int
+    peak: int
+    peak_blocks: int
+
+@final
+class NativeDiagnosis:
+    """What a diagnosing run found natively; past_budget when the run outlasted the time stacks
+    are recorded for."""
+
+    peak: int
+    retained: int
+    sites: list[NativeSite]
+    past_budget: bool
+
+@final
 class Window:
     """A measured window around a coroutine's execution: open() before, close() after."""
     def __new__(cls, meter: str) -> Window: ...
@@ -177,6 +202,13 @@ def measure(
 def meter_footprint() -> int: ...
 def enable_native() -> None:
     """Count native memory in every later window of the python meter (MeterError if it cannot)."""
+
+def native_diagnosis_start() -> None:
+    """Open a native window that records the allocating stacks (MeterError if native memory
+    is not counted)."""
+
+def native_diagnosis_stop() -> NativeDiagnosis:
+    """Close it: the native totals and the sites, by retained bytes."""
 
 def exclude_threads_running_now() -> int: ...
 def count_this_thread_only(on: bool) -> None:

@@ -5,6 +5,10 @@ runs once more, in-process with the same fixtures, under tracemalloc (25 frames)
 hook that snapshots the heap each time it reaches a new high at a function return (the peak's
 sites), a snapshot after the collection (the retained sites), and gc.freeze() before it so that
 gc.get_objects() afterwards holds exactly the objects the run left behind (growth by type).
+
+A test failed on a native figure (`--memcheck-native`) also has its native allocations recorded
+in that run by the engine (`_engine.native_diagnosis_start`/`_stop`): the native stack of each
+counted malloc and the Python line that called into the extension, grouped by site.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ FRAMES = 25
 # outcome, the first run's is.
 RERUN_ERRORS = (Exception, pytest.fail.Exception, pytest.skip.Exception)
 TOP = 5
+# Native frames shown of a site (innermost first); the rest are elided.
+NATIVE_FRAMES = 4
 # The diagnosis run is bounded: peak snapshots (a profile hook, the costly part) stop after
 # PROFILE_SECONDS of the run, and the back-reference search after CHAIN_SECONDS or CHAIN_OBJECTS.
 PROFILE_SECONDS = 10.0
@@ -88,6 +94,109 @@ class Site:
 
 
 @dataclass
+class NativeSite:
+    """Native allocations of one site: the native frames (innermost first, the C runtime and
+    our engine folded away) and the Python frames that were running (innermost first: the
+    caller of the extension; empty when the thread did not hold the GIL)."""
+
+    frames: list[str]
+    python: list[tuple[str, int, str]]  # path, line, function
+    retained: int
+    retained_blocks: int
+    peak: int
+    peak_blocks: int
+
+    def show(self, root: Path, size: int, blocks: int) -> str:
+        frames = _compact(self.frames[:NATIVE_FRAMES]) or ["(no native frame)"]
+        if len(self.frames) > NATIVE_FRAMES:
+            frames.append("...")
+        where = " ← ".join(frames)
+        caller = _caller(self.python, root)
+        if caller:
+            where += f" ← called from {caller}"
+        plural = "" if blocks == 1 else "s"
+        return f"{_size(size)} in {blocks} block{plural}  {where}"
+
+
+@dataclass
+class NativeDiagnosis:
+    peak: int
+    retained: int
+    sites: list[NativeSite]
+    error: str | None = None
+    past_budget: bool = False
+
+    def lines(self, root: Path, metrics: set[str]) -> list[str]:
+        if self.error:
+            return [f"  (no native diagnosis: {self.error})"]
+        lines = []
+        if "native_retained" in metrics:
+            kept = [s for s in self.sites if s.retained][:TOP]
+            lines.append("  native, retained by site:")
+            lines += [f"    {s.show(root, s.retained, s.retained_blocks)}" for s in kept]
+            if not kept:
+                lines.append("    (nothing retained in the diagnosing run)")
+        if "native_peak" in metrics:
+            top = sorted((s for s in self.sites if s.peak), key=lambda s: -s.peak)[:TOP]
+            lines.append("  native, at the peak by site:")
+            lines += [f"    {s.show(root, s.peak, s.peak_blocks)}" for s in top]
+            if not top:
+                lines.append("    (no native allocation in the diagnosing run)")
+        if self.past_budget:
+            lines.append(
+                "  (native stacks recorded for the first 10 s of the run; later allocations "
+                "are counted under one site)"
+            )
+        return lines
+
+
+def _relative(path: str, root: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(root))
+    except (ValueError, OSError):
+        return path
+
+
+def _compact(frames: list[str]) -> list[str]:
+    """`lib.so: f (a.c:1)`, `lib.so: g (a.c:9)` -> `lib.so: f (a.c:1)`, `g (a.c:9)`: a frame
+    in the same object as the one before it is shown without the object's name."""
+    out, previous = [], None
+    for frame in frames:
+        obj, sep, rest = frame.partition(": ")
+        if not sep:
+            obj, sep, rest = frame.partition("+0x")
+            rest = sep + rest
+        if sep and obj == previous:
+            out.append(rest)
+        else:
+            out.append(frame)
+        previous = obj if sep else None
+    return out
+
+
+def _user_frame(python: list[tuple[str, int, str]]) -> tuple[str, int, str] | None:
+    """The innermost Python frame of the user's code (else of a library), folded frames
+    (pytest's, ours) left out."""
+    own = [f for f in python if not any(x in f[0] for x in FOLDED)]
+    users = [f for f in own if not _library(f[0])]
+    return (users or own or [None])[0]
+
+
+def _caller(python: list[tuple[str, int, str]], root: Path) -> str | None:
+    """The Python line that called into the extension, as the Python sites name theirs: the
+    innermost frame of the user's code, a library frame it called shown as `via`."""
+    frame = _user_frame(python)
+    if frame is None:
+        return None
+    path, line, function = frame
+    where = f"{_relative(path, root)}:{line} in {function}"
+    innermost = next(f for f in python if not any(x in f[0] for x in FOLDED))
+    if innermost is not frame:
+        where += f" (via {_short(innermost[0])}:{innermost[1]})"
+    return where
+
+
+@dataclass
 class Diagnosis:
     peak_sites: list[Site]
     retained_sites: list[Site]
@@ -108,6 +217,8 @@ class Diagnosis:
         default_factory=list
     )
     caller: tuple[tuple[str, int], ...] = ()
+    # Native allocation sites, when the test failed on a native figure.
+    native: NativeDiagnosis | None = None
 
     def dump(self, directory: Path, nodeid: str, root: Path) -> None:
         """`--memcheck-dump`: folded stacks and flame graphs of the peak and the retained
@@ -145,6 +256,18 @@ class Diagnosis:
             "growth": dict(self.growth),
             "held_by": self.chain,
         }
+        if self.native is not None and not self.native.error:
+            report["native_sites"] = [
+                {
+                    "frames": s.frames,
+                    "python": [f"{p}:{n} in {f}" for p, n, f in s.python],
+                    "retained_bytes": s.retained,
+                    "retained_blocks": s.retained_blocks,
+                    "peak_bytes": s.peak,
+                    "peak_blocks": s.peak_blocks,
+                }
+                for s in self.native.sites[:TOP]
+            ]
         _engine.write_dump_file(str(directory), f"{stem}.json", json.dumps(report, indent=2) + "\n")
 
     def text(self, root: Path, metrics: set[str], cycles: int) -> str:
@@ -172,6 +295,8 @@ class Diagnosis:
             )
             if self.chain:
                 lines.append(f"  held by: {self.chain}")
+        if self.native is not None:
+            lines += self.native.lines(root, metrics)
         if cycles:
             lines.append(
                 f"  reference cycles: {cycles} objects were freed only by the cycle collector"
@@ -323,9 +448,11 @@ def _backref_chain(target: Any, ignore: set[int], depth: int = 10) -> str | None
 class _Tracing:
     """One diagnosis run: `begin()` before the test body, `end()` after it (or `failed()`)."""
 
-    def __init__(self, frames: int = FRAMES) -> None:
+    def __init__(self, frames: int = FRAMES, native: bool = False) -> None:
         self.frames = frames
         self.caller: tuple[tuple[str, int], ...] = ()
+        self.native = native
+        self.native_error: str | None = None
         self.quiet = warnings.catch_warnings()
         self.peak: dict[str, Any] = {"bytes": 0, "snapshot": None}
         self.events = 0
@@ -362,11 +489,42 @@ class _Tracing:
         self.caller = _stack(sys._getframe(1))
         tracemalloc.start(self.frames)
         self.deadline = time.perf_counter() + PROFILE_SECONDS
+        if self.native:
+            from pytest_memcheck import _engine
+
+            try:
+                _engine.native_diagnosis_start()
+            except _engine.MeterError as e:
+                self.native, self.native_error = False, str(e)
         sys.setprofile(self._on_event)
         return None
 
+    def _stop_native(self) -> NativeDiagnosis | None:
+        """The native sites of the run (after its collection), when they were recorded."""
+        if self.native_error is not None:
+            return NativeDiagnosis(0, 0, [], self.native_error)
+        if not self.native:
+            return None
+        from pytest_memcheck import _engine
+
+        self.native = False
+        found = _engine.native_diagnosis_stop()
+        sites = [
+            NativeSite(
+                list(s.frames),
+                list(s.python),
+                s.retained,
+                s.retained_blocks,
+                s.peak,
+                s.peak_blocks,
+            )
+            for s in found.sites
+        ]
+        return NativeDiagnosis(found.peak, found.retained, sites, None, found.past_budget)
+
     def _stop(self) -> None:
         sys.setprofile(None)
+        self._stop_native()
         tracemalloc.stop()
         self.quiet.__exit__(None, None, None)
 
@@ -381,6 +539,7 @@ class _Tracing:
         try:
             traced_peak = tracemalloc.get_traced_memory()[1]
             gc.collect()
+            native = self._stop_native()
             retained = tracemalloc.take_snapshot()
         finally:
             self._stop()
@@ -438,6 +597,7 @@ class _Tracing:
                 for stat in retained.statistics("traceback")
             ],
             caller=self.caller,
+            native=native,
         )
 
 
@@ -460,11 +620,16 @@ def _peak_coverage(snapshot_bytes: int, traced_peak: int) -> str | None:
 
 
 def diagnose(
-    func: Callable[..., Any], args: tuple, kwargs: dict[str, Any], frames: int = FRAMES
+    func: Callable[..., Any],
+    args: tuple,
+    kwargs: dict[str, Any],
+    frames: int = FRAMES,
+    native: bool = False,
 ) -> Diagnosis:
     """Run func once more under tracemalloc (keeping `frames` frames of each allocation's
-    stack) and report where its memory came from."""
-    run = _Tracing(frames)
+    stack) and report where its memory came from; with `native`, where its native memory came
+    from too."""
+    run = _Tracing(frames, native)
     refused = run.begin()
     if refused is not None:
         return refused
@@ -476,10 +641,14 @@ def diagnose(
 
 
 async def diagnose_async(
-    func: Callable[..., Any], args: tuple, kwargs: dict[str, Any], frames: int = FRAMES
+    func: Callable[..., Any],
+    args: tuple,
+    kwargs: dict[str, Any],
+    frames: int = FRAMES,
+    native: bool = False,
 ) -> Diagnosis:
     """`diagnose` for a coroutine function: the run spans the awaited body."""
-    run = _Tracing(frames)
+    run = _Tracing(frames, native)
     refused = run.begin()
     if refused is not None:
         return refused

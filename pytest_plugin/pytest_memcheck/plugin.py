@@ -1022,6 +1022,21 @@ def _project_site(diagnosis: Any, over: list[str], root: Path) -> tuple[str, int
                 continue
             if not {"site-packages", "dist-packages"} & set(rel.parts):
                 return rel.as_posix(), site.line
+    native = getattr(diagnosis, "native", None)
+    if native is not None and not native.error and any(m.startswith("native_") for m in over):
+        from pytest_memcheck.diagnose import _user_frame
+
+        # The Python line that called into the extension, of the top native site.
+        for site in native.sites:
+            frame = _user_frame(site.python)
+            if frame is None:
+                continue
+            try:
+                rel = Path(frame[0]).resolve().relative_to(root.resolve())
+            except (ValueError, OSError):
+                continue
+            if not {"site-packages", "dist-packages"} & set(rel.parts):
+                return rel.as_posix(), frame[1]
     return None
 
 
@@ -1097,6 +1112,8 @@ class MeasuredCall:
         self.engine_rules = _engine_rules(rules)
         self.meter = manager.engine.meter
         self.took = 0.0  # seconds the first measured run took
+        # The diagnosis also records native allocation sites (a native figure is over).
+        self.native_diagnosis = False
 
     def stand_in(self) -> Callable[..., Any]:
         """What replaces the test function: a plain or an `async def` function as the test is
@@ -1139,8 +1156,10 @@ class MeasuredCall:
             from pytest_memcheck.locations import STACK_FRAMES
 
             if request == STACKS:
-                return diagnose(self.func, args, kwargs, frames=STACK_FRAMES)
-            return diagnose(self.func, args, kwargs)
+                return diagnose(
+                    self.func, args, kwargs, frames=STACK_FRAMES, native=self.native_diagnosis
+                )
+            return diagnose(self.func, args, kwargs, native=self.native_diagnosis)
 
         steps = self._steps()
         request = next(steps)
@@ -1185,8 +1204,10 @@ class MeasuredCall:
             from pytest_memcheck.locations import STACK_FRAMES
 
             if request == STACKS:
-                return await diagnose_async(self.func, args, kwargs, frames=STACK_FRAMES)
-            return await diagnose_async(self.func, args, kwargs)
+                return await diagnose_async(
+                    self.func, args, kwargs, frames=STACK_FRAMES, native=self.native_diagnosis
+                )
+            return await diagnose_async(self.func, args, kwargs, native=self.native_diagnosis)
 
         steps = self._steps()
         request = next(steps)
@@ -1261,10 +1282,10 @@ class MeasuredCall:
         if verdict.fails(not manager.update) and verdict.outcome == "over":
             verdict, notes, stacks = yield from self._memray(verdict, judged, hint, confirm)
         diagnosis = None
-        # The diagnosis names Python allocation sites: not run again for native figures alone.
-        python_over = [m for m in verdict.over if not m.startswith("native_")]
-        if verdict.fails(not manager.update) and verdict.outcome == "over" and python_over:
-            if stacks is not None and not stacks.error:
+        if verdict.fails(not manager.update) and verdict.outcome == "over" and verdict.over:
+            # A native figure over its limit: the diagnosis names the native sites too.
+            self.native_diagnosis = any(m.startswith("native_") for m in verdict.over)
+            if stacks is not None and not stacks.error and not self.native_diagnosis:
                 diagnosis = stacks  # the run with whole stacks is a diagnosis too
             else:
                 diagnosis = yield from self._diagnosis(confirm)

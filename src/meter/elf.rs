@@ -55,6 +55,11 @@ impl Object<'_> {
         self.segments.iter().any(|&(s, e)| (s..e).contains(&addr))
     }
 
+    /// Its loaded segments: (start, end) addresses.
+    pub fn segments(&self) -> &[(usize, usize)] {
+        &self.segments
+    }
+
     /// The file name of its path (`libc.so.6`).
     pub fn file_name(&self) -> &[u8] {
         self.name.rsplit(|&b| b == b'/').next().unwrap_or(self.name)

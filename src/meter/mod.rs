@@ -29,6 +29,8 @@ pub mod ledger;
 #[cfg(feature = "python")]
 mod native;
 #[cfg(feature = "python")]
+pub mod native_sites;
+#[cfg(feature = "python")]
 mod prior;
 #[cfg(feature = "python")]
 mod rss;

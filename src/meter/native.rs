@@ -13,6 +13,10 @@
 //! - objects that report their buffers with `PyTraceMalloc_Track` (numpy < 2.5): the python
 //!   meter counts those buffers already, and counting their `malloc` too would count them twice.
 //!
+//! `PyEval_SaveThread` and `PyEval_RestoreThread` are redirected in the same objects, for the
+//! diagnosis only (`native_sites.rs`: the Python frames of an allocation made without the
+//! GIL); outside a diagnosing run they forward after one atomic load.
+//!
 //! `dlopen` is redirected in the interpreter only, whose imports call it with a full path, so an
 //! extension imported inside a test is redirected as soon as it is loaded; what its constructors
 //! allocate while it loads is not seen. It is not redirected in extensions: glibc searches a
@@ -44,6 +48,7 @@ mod imp {
     use super::super::elf::{each_object, load_counts, Object};
     use super::super::hooks::{counts_here, outermost};
     use super::super::ledger::{Ledger, Totals};
+    use super::super::native_sites;
     use super::super::prior;
 
     /// Switched on for the run (the redirections were made).
@@ -80,6 +85,9 @@ mod imp {
     fn allocated(p: *mut c_void, size: usize) {
         if !p.is_null() {
             ledger().allocated(p as usize, size as u64);
+            if native_sites::on() {
+                native_sites::record(p as usize, size as u64);
+            }
         }
     }
 
@@ -131,6 +139,7 @@ mod imp {
             None => 0,
         };
         let p = call();
+        let moved = !p.is_null() || size == Some(0);
         if p.is_null() {
             // Failed (an overflowing reallocarray too): the block is untouched. Or
             // realloc(ptr, 0), which freed it.
@@ -138,7 +147,18 @@ mod imp {
                 ledger().restore(ptr as usize, old);
             }
         } else if counts_here() {
-            ledger().reallocated(p as usize, size.unwrap_or(0) as u64, credit);
+            let size = size.unwrap_or(0) as u64;
+            ledger().reallocated(p as usize, size, credit);
+            if native_sites::on() {
+                if old.is_some() {
+                    native_sites::released(ptr as usize);
+                }
+                native_sites::record(p as usize, size - credit.min(size));
+            }
+            return p;
+        }
+        if moved && old.is_some() && native_sites::on() {
+            native_sites::released(ptr as usize);
         }
         p
     }
@@ -157,8 +177,12 @@ mod imp {
 
     extern "C" fn free(ptr: *mut c_void) {
         // Every free of a counted block removes it, before the address can be reused.
-        if ACTIVE.load(Acquire) && !ptr.is_null() {
-            ledger().released(ptr as usize);
+        if ACTIVE.load(Acquire)
+            && !ptr.is_null()
+            && ledger().released(ptr as usize).is_some()
+            && native_sites::on()
+        {
+            native_sites::released(ptr as usize);
         }
         // SAFETY: as above.
         unsafe { libc::free(ptr) }
@@ -235,6 +259,24 @@ mod imp {
         p
     }
 
+    /// An extension releases the GIL (`Py_BEGIN_ALLOW_THREADS`): a diagnosing run keeps the
+    /// Python frames of the moment for the allocations made without it (`native_sites`).
+    extern "C" fn save_thread() -> *mut pyo3::ffi::PyThreadState {
+        if native_sites::on() {
+            native_sites::gil_released();
+        }
+        // SAFETY: the interpreter's own function, called as the extension called it.
+        unsafe { pyo3::ffi::PyEval_SaveThread() }
+    }
+
+    extern "C" fn restore_thread(state: *mut pyo3::ffi::PyThreadState) {
+        // SAFETY: as above.
+        unsafe { pyo3::ffi::PyEval_RestoreThread(state) };
+        if native_sites::on() {
+            native_sites::gil_taken();
+        }
+    }
+
     extern "C" fn dlopen(name: *const c_char, flags: c_int) -> *mut c_void {
         // SAFETY: the loader's own function, with the caller's arguments.
         let handle = unsafe { libc::dlopen(name, flags) };
@@ -247,7 +289,7 @@ mod imp {
     const DLOPEN: &[u8] = b"dlopen";
     const TRACK: &[u8] = b"PyTraceMalloc_Track";
 
-    fn replacements() -> [(&'static [u8], usize); 13] {
+    fn replacements() -> [(&'static [u8], usize); 15] {
         [
             (b"malloc", malloc as *const () as usize),
             (b"calloc", calloc as *const () as usize),
@@ -261,12 +303,17 @@ mod imp {
             (b"pvalloc", pvalloc_hook as *const () as usize),
             (b"strdup", strdup as *const () as usize),
             (b"strndup", strndup as *const () as usize),
+            (b"PyEval_SaveThread", save_thread as *const () as usize),
+            (
+                b"PyEval_RestoreThread",
+                restore_thread as *const () as usize,
+            ),
             (DLOPEN, dlopen as *const () as usize),
         ]
     }
 
     /// The C runtime's objects, by file name.
-    const RUNTIME: [&[u8]; 10] = [
+    pub(crate) const RUNTIME: [&[u8]; 10] = [
         b"libc.so",
         b"ld-linux",
         b"ld64.so",
@@ -411,4 +458,6 @@ mod imp {
     }
 }
 
+#[cfg(all(target_os = "linux", target_pointer_width = "64", target_env = "gnu"))]
+pub(crate) use imp::RUNTIME;
 pub use imp::{close, enable, enabled, open};
