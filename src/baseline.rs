@@ -314,7 +314,13 @@ impl BaselineFile {
 /// Turn a toml error into one that names file, line and column.
 pub fn toml_error(path: &Path, text: &str, err: &toml::de::Error) -> Error {
     let offset = err.span().map_or(0, |s| s.start);
-    Error::at_offset(path, text, offset, err.message().trim().to_string())
+    // serde names Rust's types; a user wrote a TOML value.
+    let message = err
+        .message()
+        .trim()
+        .replace("expected u64", "expected a whole number (bytes or a count)")
+        .replace("expected u32", "expected a whole number");
+    Error::at_offset(path, text, offset, message)
 }
 
 /// A TOML basic string with every character that needs it escaped.

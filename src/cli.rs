@@ -16,7 +16,7 @@ use crate::boundary::slashed;
 use crate::config::{self, Settings};
 use crate::error::{Error, Result};
 use crate::escape::{markdown, terminal, terminal_text};
-use crate::gate::Metric;
+use crate::gate::{Metric, Outcome};
 use crate::git::Repo;
 use crate::results::Results;
 use crate::session::Session;
@@ -342,6 +342,16 @@ fn run(cli: Cli, here: &Here) -> Result<i32> {
                 "{}",
                 crate::report::totals_line(&merged.tests, merged.stale.len())
             );
+            if failed.iter().any(|t| t.outcome == Outcome::Over) {
+                // The messages' hint reruns pytest; from results files, this accepts them.
+                println!(
+                    "if the growth is intended, accept these values: memcheck update --from {}",
+                    from.iter()
+                        .map(|p| terminal(&p.display().to_string()))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                );
+            }
             Ok(if failed.is_empty() { 0 } else { 1 })
         }
     }
@@ -471,7 +481,11 @@ fn show(files: &BTreeMap<String, BaselineFile>) -> String {
         }
     }
     fit(&mut table);
-    format!("{table}\n{n} baselines in {} files\n", files.len())
+    format!(
+        "{table}\n{} in {}\n",
+        plural(n, "baseline"),
+        plural(files.len(), "file")
+    )
 }
 
 /// A change cell: before → after, each side a value or an unstable test's `low–high` spread;
@@ -587,6 +601,32 @@ struct SettingChange {
     old: String,
     new: String,
     raised: bool,
+}
+
+/// A baseline file recorded in another environment than before (another Python, platform,
+/// meter or interpreter mode): the gate of the old environment no longer judges its tests.
+#[derive(serde::Serialize)]
+struct EnvironmentChange {
+    module: String,
+    old: String,
+    new: String,
+}
+
+fn environment_changes(
+    before: &BTreeMap<String, BaselineFile>,
+    after: &BTreeMap<String, BaselineFile>,
+) -> Vec<EnvironmentChange> {
+    before
+        .iter()
+        .filter_map(|(module, old)| {
+            let new = after.get(module)?;
+            (old.env != new.env).then(|| EnvironmentChange {
+                module: module.clone(),
+                old: old.env.to_string(),
+                new: new.env.to_string(),
+            })
+        })
+        .collect()
 }
 
 fn setting_changes(old: &Settings, new: &Settings) -> Vec<SettingChange> {
@@ -713,7 +753,10 @@ fn diff(
 ) -> String {
     let changes = changes(before, after, &old_settings.tolerance, &settings.tolerance);
     let settings_changed = setting_changes(old_settings, settings);
-    let settings_raised = settings_changed.iter().filter(|s| s.raised).count();
+    let environments = environment_changes(before, after);
+    // A loosened setting raises every limit; a file moved to another environment un-gates its
+    // tests where the old one runs: each counts as a raise.
+    let settings_raised = settings_changed.iter().filter(|s| s.raised).count() + environments.len();
     if let Format::Json = format {
         let mut counts: BTreeMap<&str, usize> =
             [Kind::Raised, Kind::New, Kind::Lowered, Kind::Removed]
@@ -728,6 +771,7 @@ fn diff(
             "counts": counts,
             "changes": changes,
             "settings": settings_changed,
+            "environments": environments,
         });
         return serde_json::to_string_pretty(&doc).expect("diff serializes") + "\n";
     }
@@ -748,6 +792,14 @@ fn diff(
             s.setting,
             cell(&s.old),
             cell(&s.new)
+        ));
+    }
+    for e in &environments {
+        head.push_str(&format!(
+            "environment of {}: {} → {} (raised: the gate in the old environment no longer judges its tests)\n",
+            cell(&e.module),
+            cell(&e.old),
+            cell(&e.new)
         ));
     }
     if !head.is_empty() && matches!(format, Format::Markdown) {
@@ -797,9 +849,18 @@ fn diff(
         ""
     };
     format!(
-        "{head}{table}\n{gap}{} baselines changed, {raised} raised\n",
-        changes.len()
+        "{head}{table}\n{gap}{} changed, {raised} raised\n",
+        plural(changes.len(), "baseline")
     )
+}
+
+/// `1 file`, `2 files`.
+fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 /// A one-line chart of `values`, oldest first.
@@ -993,7 +1054,7 @@ mod tests {
         );
         assert!(md.starts_with("| test"), "{md}");
         assert!(md.contains("| raised |"), "{md}");
-        assert!(md.ends_with("1 baselines changed, 1 raised\n"), "{md}");
+        assert!(md.ends_with("1 baseline changed, 1 raised\n"), "{md}");
         let json: serde_json::Value = serde_json::from_str(&diff(
             &before,
             &after,
@@ -1161,6 +1222,21 @@ mod tests {
         let json: serde_json::Value =
             serde_json::from_str(&diff(&files, &files, Format::Json, &base, &loose)).unwrap();
         assert_eq!(json["counts"]["settings_raised"], 2);
+        // a file re-recorded in another environment is a raise too; the same file is not
+        let before = raw(&[("t", "peak = 10\nretained = 0")]);
+        let mut after = before.clone();
+        after.get_mut("tests/test_a.py").unwrap().env.meter = "tracemalloc".into();
+        let text = diff(&before, &after, Format::Table, &base, &base);
+        assert!(
+            text.contains("environment of tests/test_a.py: cpython 3.11 on linux-x86_64, meter python → cpython 3.11 on linux-x86_64, meter tracemalloc (raised"),
+            "{text}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&diff(&before, &after, Format::Json, &base, &base)).unwrap();
+        assert_eq!(json["counts"]["settings_raised"], 1);
+        let json: serde_json::Value =
+            serde_json::from_str(&diff(&before, &before, Format::Json, &base, &base)).unwrap();
+        assert_eq!(json["counts"]["settings_raised"], 0);
     }
 
     #[test]

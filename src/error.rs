@@ -98,7 +98,15 @@ impl fmt::Display for Error {
                 path,
                 action,
                 source,
-            } => write!(f, "cannot {action} {}: {source}", path.display()),
+            } => {
+                // "Read-only file system (os error 30)": the number says nothing to a user.
+                let text = source.to_string();
+                let plain = match text.rfind(" (os error ") {
+                    Some(i) if text.ends_with(')') => &text[..i],
+                    _ => &text,
+                };
+                write!(f, "cannot {action} {}: {plain}", path.display())
+            }
             Error::Meter(message) => write!(f, "{message}"),
             Error::Refused {
                 rule,
@@ -164,6 +172,19 @@ pub use python::{FileFormatError, MemcheckError, MeterError, UsageError};
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn io_errors_read_without_the_os_error_number() {
+        let e = Error::io(
+            PathBuf::from("/b/t.toml"),
+            "write",
+            io::Error::from_raw_os_error(30),
+        );
+        assert_eq!(
+            e.to_string(),
+            "cannot write /b/t.toml: Read-only file system"
+        );
+    }
 
     #[test]
     fn line_column_counts_from_one() {

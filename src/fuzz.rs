@@ -447,10 +447,19 @@ fn percentages_are_exact() {
             match parse_percent(&text, "fuzz") {
                 Ok(p) => {
                     prop_assert!(frac.len() <= 4 && ppm <= 100_000_000, "{}", text);
+                    prop_assert!(!pct.is_empty() || ppm == 0 || int.parse::<u64>().unwrap() > 0);
                     prop_assert_eq!(p.ppm as u128, ppm);
                 }
                 Err(e) => {
-                    prop_assert!(frac.len() > 4 || ppm > 100_000_000, "{}: {}", text, e)
+                    // a bare fraction (no %) is refused as ambiguous
+                    let bare_fraction =
+                        pct.is_empty() && ppm > 0 && int.parse::<u64>().unwrap() == 0;
+                    prop_assert!(
+                        frac.len() > 4 || ppm > 100_000_000 || bare_fraction,
+                        "{}: {}",
+                        text,
+                        e
+                    )
                 }
             }
             Ok(())

@@ -316,6 +316,10 @@ pub struct Rules {
     pub native_tolerance: Option<Tolerance>,
     pub peak_limit: Option<(u64, &'static str)>,
     pub retained_limit: Option<(u64, &'static str)>,
+    /// Absolute limits of the native figures (the memcheck marker's `native_peak=`...), judged
+    /// when this run counts native memory.
+    pub native_peak_limit: Option<u64>,
+    pub native_retained_limit: Option<u64>,
     pub gate_cycles: bool,
     /// Retained memory is recorded but not compared with its baseline (an absolute retained limit
     /// still applies): for tests whose retained memory is a library's cache, like Hypothesis's.
@@ -370,18 +374,31 @@ pub fn judge(
     }
     // Native figures: compared where this run counted them and the baseline holds them.
     let native_tolerance = rules.native_tolerance.unwrap_or(DEFAULT_NATIVE_TOLERANCE);
-    for (metric, now, then) in [
+    for (metric, now, then, absolute) in [
         (
             Metric::NativePeak,
             measured.native_peak,
             baseline.and_then(|b| b.native_peak),
+            rules.native_peak_limit,
         ),
         (
             Metric::NativeRetained,
             measured.native_retained,
             baseline.and_then(|b| b.native_retained),
+            rules.native_retained_limit,
         ),
     ] {
+        if let (Some(now), Some(limit)) = (now, absolute) {
+            checks.push(Check {
+                metric,
+                measured: now,
+                budget: Budget::Absolute {
+                    limit,
+                    origin: "the memcheck marker",
+                },
+            });
+            continue;
+        }
         if metric == Metric::NativeRetained && rules.retained_ungated {
             continue;
         }
@@ -575,6 +592,40 @@ mod tests {
         // not counted now: the baseline's native figures are not judged
         let v = judge(&entry(1000, 0), Some(&base), true, &rules);
         assert_eq!((v.outcome, v.checks.len()), (Outcome::Ok, 2));
+    }
+
+    #[test]
+    fn native_marker_limits_are_absolute_and_need_native_figures() {
+        let native = |peak: u64| Entry {
+            native_peak: Some(peak),
+            native_retained: Some(0),
+            ..entry(1000, 0)
+        };
+        let rules = Rules {
+            native_peak_limit: Some(MIB),
+            ..Rules::default()
+        };
+        // without a baseline, at the byte
+        assert_eq!(
+            judge(&native(MIB), None, true, &rules).outcome,
+            Outcome::New
+        );
+        let v = judge(&native(MIB + 1), None, true, &rules);
+        assert_eq!(v.outcome, Outcome::Over);
+        assert!(v.failing().next().unwrap().explain().starts_with(
+            "native_peak 1.00 MiB (1048577 B) is over its limit 1.00 MiB (1048576 B)"
+        ));
+        // the absolute limit replaces the relative one: a baseline of 1 KiB does not fail 900 KiB
+        let base = native(1024);
+        assert_eq!(
+            judge(&native(900 * 1024), Some(&base), true, &rules).outcome,
+            Outcome::Ok
+        );
+        // not counted in this run: nothing to judge
+        assert_eq!(
+            judge(&entry(1000, 0), Some(&base), true, &rules).outcome,
+            Outcome::Ok
+        );
     }
 
     #[test]

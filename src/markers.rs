@@ -16,6 +16,9 @@ use crate::sizes::{parse_percent, parse_size};
 pub struct MarkerRules {
     pub peak: Option<String>,
     pub retained: Option<String>,
+    /// Absolute limits of the native figures (`--memcheck-native`).
+    pub native_peak: Option<String>,
+    pub native_retained: Option<String>,
     pub tolerance: Option<String>,
     pub floor: Option<String>,
     pub gate_cycles: Option<bool>,
@@ -80,6 +83,8 @@ impl MarkerRules {
             native_tolerance: Some(native_tolerance),
             peak_limit: size(&marks.peak, "peak")?.map(|l| (l, marks.peak_origin)),
             retained_limit: size(&marks.retained, "retained")?.map(|l| (l, marks.retained_origin)),
+            native_peak_limit: size(&marks.native_peak, "native_peak")?,
+            native_retained_limit: size(&marks.native_retained, "native_retained")?,
             gate_cycles: marks.gate_cycles.unwrap_or(settings.gate_cycles),
             retained_ungated: marks.gate_retained == Some(false),
             unstable_ungated: match marks.unstable.as_deref() {

@@ -286,10 +286,12 @@ impl MarkerRules {
     /// The keyword arguments the constructor takes: the plugin passes these of a test's marker
     /// settings and keeps the rest (`confirm`, `skip`) to itself.
     #[classattr]
-    const KEYS: [&'static str; 10] = [
+    const KEYS: [&'static str; 12] = [
         "origin",
         "peak",
         "retained",
+        "native_peak",
+        "native_retained",
         "tolerance",
         "floor",
         "gate_cycles",
@@ -300,12 +302,14 @@ impl MarkerRules {
     ];
 
     #[new]
-    #[pyo3(signature = (*, origin=None, peak=None, retained=None, tolerance=None, floor=None, gate_cycles=None, gate_retained=None, unstable=None, peak_origin=None, retained_origin=None))]
+    #[pyo3(signature = (*, origin=None, peak=None, retained=None, native_peak=None, native_retained=None, tolerance=None, floor=None, gate_cycles=None, gate_retained=None, unstable=None, peak_origin=None, retained_origin=None))]
     #[allow(clippy::too_many_arguments)] // the keyword arguments of a Python constructor
     fn py_new(
         origin: Option<String>,
         peak: Option<Bound<'_, PyAny>>,
         retained: Option<Bound<'_, PyAny>>,
+        native_peak: Option<Bound<'_, PyAny>>,
+        native_retained: Option<Bound<'_, PyAny>>,
         tolerance: Option<Bound<'_, PyAny>>,
         floor: Option<Bound<'_, PyAny>>,
         gate_cycles: Option<bool>,
@@ -318,6 +322,8 @@ impl MarkerRules {
         Ok(MarkerRules {
             peak: marker_text(peak)?,
             retained: marker_text(retained)?,
+            native_peak: marker_text(native_peak)?,
+            native_retained: marker_text(native_retained)?,
             tolerance: marker_text(tolerance)?,
             floor: marker_text(floor)?,
             gate_cycles,
@@ -560,8 +566,18 @@ impl Session {
     }
 
     /// (message, no test gated at all) when tests went ungated for another environment's baselines.
-    fn ungated(&self) -> Option<(String, bool)> {
-        report::ungated(&self.inner.results, &self.inner.env.to_string())
+    fn ungated(&mut self) -> PyResult<Option<(String, bool)>> {
+        let recorded = self.inner.foreign_environments()?;
+        Ok(report::ungated(
+            &self.inner.results,
+            &self.inner.env.to_string(),
+            &recorded,
+        ))
+    }
+
+    /// What to do about new and improved tests, after a gate run.
+    fn next_steps(&self) -> Vec<String> {
+        report::next_steps(&self.inner.results)
     }
 
     fn totals(&self, stale: usize) -> String {

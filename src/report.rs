@@ -205,7 +205,7 @@ pub fn unstable_lines(results: &[TestResult]) -> Vec<String> {
 
 /// Tests measured but not gated because their baselines come from another environment: said
 /// loudly, never a quiet pass. Returns the message and whether no test at all was gated.
-pub fn ungated(results: &[TestResult], here: &str) -> Option<(String, bool)> {
+pub fn ungated(results: &[TestResult], here: &str, recorded: &[String]) -> Option<(String, bool)> {
     let foreign = results
         .iter()
         .filter(|r| r.outcome == Outcome::EnvMismatch)
@@ -219,14 +219,45 @@ pub fn ungated(results: &[TestResult], here: &str) -> Option<(String, bool)> {
         .count();
     let message = format!(
         "{foreign} of {} measured tests were not gated: their baselines were recorded in another \
-         environment than this one ({}). Record baselines here (pytest --memcheck-update, or \
+         environment ({}) than this one ({}). Record baselines here (pytest --memcheck-update, or \
          memcheck update --from the results of a CI run), or keep one set per platform with \
          baseline-dir = \"baselines/{{platform}}\"; jobs in another interpreter mode (-X dev, \
          PYTHONMALLOC) get their own directory, e.g. --memcheck-baseline-dir=baselines-dev.",
         results.len(),
+        crate::escape::terminal(&recorded.join("; ")),
         crate::escape::terminal(here),
     );
     Some((message, gated == 0))
+}
+
+/// What to do next about tests that are neither failing nor fine: new ones have no baseline,
+/// improved ones could have a lower one. Said after a gate run, not an update (which records).
+pub fn next_steps(results: &[TestResult]) -> Vec<String> {
+    let count = |o: Outcome| results.iter().filter(|r| r.outcome == o).count();
+    let tests = |n: usize| {
+        if n == 1 {
+            "1 test".to_string()
+        } else {
+            format!("{n} tests")
+        }
+    };
+    let mut lines = Vec::new();
+    let new = count(Outcome::New);
+    if new > 0 {
+        lines.push(format!(
+            "{} without a baseline, not gated: record {} with pytest --memcheck-update and commit the baseline files",
+            tests(new),
+            if new == 1 { "it" } else { "them" }
+        ));
+    }
+    let improved = count(Outcome::Improved);
+    if improved > 0 {
+        lines.push(format!(
+            "{} improved: pytest --memcheck-update records the lower values, so a later regression is caught from there",
+            tests(improved)
+        ));
+    }
+    lines
 }
 
 /// One line of totals: `12 measured: 1 over, 2 new, 9 ok`.

@@ -157,6 +157,24 @@ impl Session {
         crate::results::Results::new(self.env.clone(), gating, complete, tests, stale)
     }
 
+    /// The environments the baselines of tests judged `env-mismatch` were recorded in.
+    pub fn foreign_environments(&mut self) -> Result<Vec<String>> {
+        let mut found = std::collections::BTreeSet::new();
+        let ids: Vec<String> = self
+            .results
+            .iter()
+            .filter(|r| r.outcome == Outcome::EnvMismatch)
+            .map(|r| r.nodeid.clone())
+            .collect();
+        for id in ids {
+            let (module, _) = crate::baseline::split_nodeid(&id);
+            if let Some(file) = self.store.load(module)? {
+                found.insert(file.env.to_string());
+            }
+        }
+        Ok(found.into_iter().collect())
+    }
+
     /// Baseline entries whose test was not collected by a complete run, sorted.
     pub fn stale(&mut self, coverage: &Coverage) -> Result<Vec<String>> {
         self.store.stale(coverage)

@@ -102,7 +102,8 @@ impl Percent {
     }
 }
 
-/// Parse `5%`, `5 %`, `0.5%` or a bare `5` (read as percent).
+/// Parse `5%`, `5 %`, `0.5%` or a bare `5` (read as percent); a bare fraction (`0.1`) is
+/// refused as ambiguous.
 pub fn parse_percent(text: &str, origin: &str) -> Result<Percent> {
     let bad = |why: String| {
         Error::usage(
@@ -116,6 +117,17 @@ pub fn parse_percent(text: &str, origin: &str) -> Result<Percent> {
         return Err(bad("it cannot be negative".into()));
     }
     let decimal = parse_decimal(number).map_err(bad)?;
+    // A bare fraction is most likely meant as one (0.1 for ten percent), but a bare number is
+    // read as percent: 0.1 would be a hundred times tighter than meant. The % sign says which.
+    if !trimmed.ends_with('%') && decimal.digits > 0 && decimal.digits < 10u128.pow(decimal.scale) {
+        return Err(Error::usage(
+            origin,
+            format!(
+                "invalid percentage '{text}': ambiguous, a bare number is read as percent so it would mean {number}%; write {} for a fraction of {number}, or {number}% if you mean it",
+                Percent { ppm: (decimal.digits * 1_000_000 / 10u128.pow(decimal.scale)) as u64 }
+            ),
+        ));
+    }
     if decimal.scale > 4 {
         return Err(bad("at most 4 decimals".into()));
     }
@@ -247,6 +259,15 @@ mod tests {
         assert_eq!(parse_percent("5%", "t").unwrap(), Percent::from_percent(5));
         assert_eq!(parse_percent("5 %", "t").unwrap(), Percent::from_percent(5));
         assert_eq!(parse_percent("10", "t").unwrap(), Percent::from_percent(10));
+        // a bare fraction is ambiguous (0.1 for ten percent would be read as 0.1 %): refused
+        let err = parse_percent("0.1", "tolerance").unwrap_err().to_string();
+        assert!(
+            err.contains("write 10% for a fraction of 0.1, or 0.1% if you mean it"),
+            "{err}"
+        );
+        assert_eq!(parse_percent("0.1%", "t").unwrap().ppm, 1_000);
+        assert_eq!(parse_percent("1.5", "t").unwrap().ppm, 15_000);
+        assert_eq!(parse_percent("0", "t").unwrap().ppm, 0);
         assert_eq!(parse_percent("0.5%", "t").unwrap().ppm, 5_000);
         assert_eq!(parse_percent("2.25%", "t").unwrap().to_string(), "2.25%");
         assert_eq!(Percent::from_percent(10).to_string(), "10%");

@@ -247,6 +247,8 @@ def test_pytest_update_refuses_a_symlink_out_under_the_baselines(project, tmp_pa
     result = project.run("--memcheck-update")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stdout.fnmatch_lines(["*baselines not written*refused by rule no-symlink-out*"])
+    # nothing was written: the run does not also say the baselines are merely unchanged
+    result.stdout.no_fnmatch_line("baselines unchanged")
     assert files(outside) == []
     assert files(project.path / "baselines") == [], "nothing written, not even test_x.toml"
     # Negative control: a link that stays inside the project is followed.

@@ -64,7 +64,7 @@ def test_show(repo):
     result = memcheck(repo.path, "show")
     assert result.returncode == 0, result.stderr
     assert "test_suite.py::test_alloc" in result.stdout and "3.00 MiB" in result.stdout
-    assert "2 baselines in 1 files" in result.stdout
+    assert "2 baselines in 1 file\n" in result.stdout
     result = memcheck(repo.path, "show", "--ref", "HEAD~2")
     assert "1.00 MiB" in result.stdout and "3.00 MiB" not in result.stdout
 
@@ -74,7 +74,7 @@ def test_diff_between_revisions_and_the_work_tree(repo, monkeypatch):
     assert result.returncode == 0, result.stderr
     assert "test_suite.py::test_alloc" in result.stdout
     assert "1.00 MiB → 3.00 MiB (+2.00 MiB +200.0%)" in result.stdout
-    assert "1 baselines changed" in result.stdout
+    assert "1 baseline changed" in result.stdout
     result = memcheck(repo.path, "diff", "HEAD~1", "HEAD", "--format", "markdown")
     assert result.stdout.splitlines()[0].startswith("| test")
     assert "2.00 MiB → 3.00 MiB" in result.stdout
@@ -107,7 +107,10 @@ def test_update_from_ci_results_merges_shards(repo, monkeypatch):
     assert check.returncode == 1
     assert "FAILED test_suite.py::test_alloc" in check.stdout
     assert "FAILED test_suite.py::test_other" in check.stdout
-    result = memcheck(repo.path, "update", "--from", "shard1.json", "shard2.json")
+    # From results files, the hint that accepts them is the CLI's own; it is followed here.
+    hint = "accept these values: memcheck update --from shard1.json shard2.json"
+    assert hint in check.stdout
+    result = memcheck(repo.path, *hint.split(": ", 1)[1].split()[1:])
     assert result.returncode == 0, result.stdout + result.stderr
     assert "wrote baselines/test_suite.toml: 2 updated" in result.stdout
     shown = memcheck(repo.path, "show").stdout

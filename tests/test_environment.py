@@ -264,6 +264,9 @@ def test_baselines_of_another_environment_are_never_a_quiet_pass(project, monkey
     local.stdout.fnmatch_lines(
         ["*memcheck: 1 of 1 measured tests were not gated*another environment*"]
     )
+    # both environments are named: the file's, and this one
+    text = " ".join(local.stdout.str().split())
+    assert "another environment (cpython 2.3." in text and ") than this one (cpython 3." in text
     # what to do, for platforms and for interpreter modes alike
     assert 'baseline-dir = "baselines/{platform}"' in local.stdout.str()
     assert "--memcheck-baseline-dir=baselines-dev" in local.stdout.str()

@@ -528,3 +528,37 @@ def test_demo_script_runs(pytester):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "the gate passed" in result.stdout
     assert "memcheck: over budget" in result.stdout
+
+
+def test_the_accept_hint_works_from_a_subfolder(project, monkeypatch):
+    """Node ids are relative to the root; run from a subfolder, the printed command goes there."""
+    (project.path / "pyproject.toml").write_text("[tool.pytest.ini_options]\n")
+    sub = project.path / "tests"
+    sub.mkdir()
+    (sub / "test_sub.py").write_text(
+        "import os\n\n\ndef test_grows():\n"
+        "    data = bytearray(int(os.environ.get('SIZE', '100000')))\n    assert data\n"
+    )
+    assert project.run("--memcheck-update").ret == 0
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "GITHUB_ACTIONS")}
+    env["SIZE"] = "3000000"
+    plain = ["-p", "no:randomly", "-p", "no:cacheprovider", "-p", "no:memray"]
+
+    def pytest_in(cwd, *args):
+        return subprocess.run(
+            [sys.executable, "-m", "pytest", *plain, *args],
+            cwd=cwd, env=env, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+
+    failed = pytest_in(sub, "--memcheck", "test_sub.py")
+    assert failed.returncode == 1, failed.stdout
+    hint = next(line for line in failed.stdout.splitlines() if "accept it: " in line)
+    command = hint.split("accept it: ", 1)[1]
+    assert command.startswith("cd ") and "tests/test_sub.py::test_grows" in command, command
+    # the hint, run as printed (from the subfolder, by a shell), turns the gate green
+    env["PYTEST_ADDOPTS"] = " ".join(plain)
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    accepted = subprocess.run(command, shell=True, cwd=sub, env=env, capture_output=True,
+                              text=True, check=False)  # fmt: skip
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+    assert pytest_in(sub, "--memcheck", "test_sub.py").returncode == 0

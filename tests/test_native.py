@@ -765,3 +765,45 @@ def test_pyo3_extension_through_rusts_system_allocator(project, tmp_path_factory
         "test_aligned": (10_000, 0),
         "test_drop_older": (0, 0),
     }
+
+
+def test_a_native_marker_limit_is_judged_to_the_byte_and_never_silently_skipped(
+    native_project, monkeypatch
+):
+    native_project.pytester.makepyfile(
+        test_limits="""
+        import os
+        import pytest
+        import nat
+
+        SIZE = int(os.environ.get("SIZE", "500000"))
+
+        @pytest.fixture(autouse=True)
+        def clean():
+            yield
+            nat.free_all()
+
+        @pytest.mark.memcheck(native_retained="500000")
+        def test_kept():
+            nat.malloc_keep(SIZE)
+        """
+    )
+    # At the limit: passes without any baseline (an absolute limit needs none).
+    at = native_project.run("--memcheck", "--memcheck-native")
+    assert at.ret == 0, at.stdout.str()
+    # One byte over: fails, naming the marker's limit.
+    monkeypatch.setenv("SIZE", "500001")
+    over = native_project.run("--memcheck", "--memcheck-native")
+    assert over.ret == 1, over.stdout.str()
+    over.stdout.fnmatch_lines(
+        ["*native_retained 488 KiB (500001 B) is over its limit 488 KiB (500000 B)*"]
+    )
+    # Without --memcheck-native the limit cannot be judged: said, not a quiet pass.
+    blind = native_project.run("--memcheck")
+    assert blind.ret == 0, blind.stdout.str()
+    blind.stdout.fnmatch_lines(
+        [
+            "*1 test carries native_peak/native_retained limits (e.g. test_limits.py::test_kept) "
+            "that this run does not judge*"
+        ]  # fmt: skip
+    )

@@ -89,7 +89,7 @@ class Site:
         via = f" (via {self.via})" if self.via else ""
         return (
             f"{where}:{self.line} in {self.function}{via}: "
-            f"{_size(self.size)} in {self.count} blocks"
+            f"{_size(self.size)} in {_blocks(self.count)}"
         )
 
 
@@ -304,6 +304,10 @@ class Diagnosis:
         if self.note:
             lines.append(f"  ({self.note})")
         return "\n".join(lines)
+
+
+def _blocks(n: int) -> str:
+    return "1 block" if n == 1 else f"{n} blocks"
 
 
 def _size(n: int) -> str:

@@ -28,6 +28,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
+from pytest_memcheck.diagnose import _blocks, _size
+
 # tracemalloc's maximum: stacks are whole, so that one location is one stack and the thread that
 # allocated is known from the stack's first frame (a truncated stack is reported as such).
 STACK_FRAMES = 65535
@@ -81,15 +83,7 @@ class Leak:
         if len(self.stack.frames) > frames:
             chain += f" <- ({len(self.stack.frames) - frames} more)"
         cut = " (stack cut by tracemalloc)" if self.truncated else ""
-        return f"{chain}: {_size(self.size)} in {self.count} blocks{cut}"
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{int(n)} B" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+        return f"{chain}: {_size(self.size)} in {_blocks(self.count)}{cut}"
 
 
 # One trace group of the run: its frames oldest first as (filename, lineno), bytes, blocks, and

@@ -30,6 +30,8 @@ METERS = ("python", "tracemalloc", "rss")
 MARKER_KEYS = (
     "peak",
     "retained",
+    "native_peak",
+    "native_retained",
     "tolerance",
     "floor",
     "skip",
@@ -622,6 +624,8 @@ class Manager:
         self.refused: str | None = None
         self.changes: list[_engine.FileChange] = []
         self.warnings: list[str] = []
+        # The update raised: nothing was written, and "unchanged" would say otherwise.
+        self.update_failed = False
         self.notes: list[str] = []
         self.stale: list[str] = []
         self.annotations: list[str] = []
@@ -708,6 +712,7 @@ class Manager:
                     f"(e.g. {marked[0]}): {MEMRAY_ADVICE}"
                 )
         modules = set()
+        native_limited = []
         for item in items:
             if isinstance(item, pytest.Function):
                 rules = item.stash[RULES] = _marker_rules(item)
@@ -716,16 +721,32 @@ class Manager:
                         self.engine.check_markers(_engine_rules(rules))
                     except _engine.MemcheckError as e:
                         raise pytest.UsageError(f"{_where(item)}: {e}") from None
+                    if rules.get("native_peak") or rules.get("native_retained"):
+                        native_limited.append(item.nodeid)
                     self._check_memray_rules(item, rules)
             modules.add(item.nodeid.split("::", 1)[0])
+        if native_limited and not self.engine.native:
+            # A limit that is not judged must not look like one that passed.
+            n = len(native_limited)
+            self.notes.append(
+                f"{n} {'test carries' if n == 1 else 'tests carry'} native_peak/native_retained "
+                "limits "
+                f"(e.g. {native_limited[0]}) that this run does not judge: native memory is "
+                "counted with --memcheck-native"
+            )
         try:
             self.engine.preload(sorted(modules))
         except (_engine.MemcheckError, OSError) as e:
-            self.refused = (
-                f"memcheck: cannot read the baselines, so no test was run: {e}. "
-                "Fix the file, restore it (git checkout -- <file>), or delete it and record "
-                "it again with --memcheck-update"
-            )
+            message = str(e)
+            if "upgrade pytest-memcheck" in message:
+                advice = ""  # a newer format: recording it again would downgrade the team's files
+            else:
+                path = shlex.quote(message.split(":", 1)[0])
+                advice = (
+                    f" Fix the file, restore it (git checkout -- {path}), or delete it and "
+                    "record it again with --memcheck-update"
+                )
+            self.refused = f"memcheck: cannot read the baselines, so no test was run: {e}.{advice}"
             raise pytest.UsageError(self.refused) from None
 
     def _check_memray_rules(self, item: pytest.Item, rules: dict[str, Any]) -> None:
@@ -904,6 +925,7 @@ class Manager:
                     self.update == "all", complete, self.collected, scope
                 )
         except (_engine.MemcheckError, OSError) as e:
+            self.update_failed = True
             self.warnings.append(
                 f"baselines not written, none changed: {e}; fix it and run the update again"
             )
@@ -986,6 +1008,9 @@ class Manager:
         for line in self.engine.unstable():
             tr.write_line(line, yellow=True)
         tr.write_line(self.engine.totals(len(self.stale)))
+        if not self.update and not self.is_worker:
+            for line in self.engine.next_steps():
+                tr.write_line(line)
         for change in self.changes:
             rel = self._rel(change.path)
             if change.deleted:
@@ -994,7 +1019,7 @@ class Manager:
                 tr.write_line(f"{rel}: {change.note}")
             if change.written or change.pruned:
                 tr.write_line(f"wrote {rel}: {change.written} updated, {change.pruned} pruned")
-        if self.update and not self.changes:
+        if self.update and not self.changes and not self.update_failed:
             tr.write_line("baselines unchanged")
         if self.update and self.incomplete_reasons and not self.is_worker:
             tr.write_line(
@@ -1231,6 +1256,9 @@ class MeasuredCall:
         # must count it too, or it would never turn the run green.
         native = " --memcheck-native" if engine.native else ""
         hint = f"pytest --memcheck-update{native} " + shlex.quote(item.nodeid)
+        # Node ids are relative to the root: from elsewhere, the command runs there.
+        if Path.cwd().resolve() != manager.config.rootpath.resolve():
+            hint = f"cd {shlex.quote(str(manager.config.rootpath))} && {hint}"
         started = time.monotonic()
         try:
             result, first = yield MEASURE
