@@ -8,6 +8,8 @@ pytest-memcheck, then
   * one plain run without the plugin (``-p no:memcheck``),
   * one baseline run (``--memcheck-update``, randomly seed 1),
   * three gated runs (``--memcheck``, randomly seeds / PYTHONHASHSEED 2, 3, 4),
+  * with --xdist: three more gated runs under ``-n 2`` (pytest-xdist, random
+    orders: seeds / PYTHONHASHSEED 5, 6, 7) against the same serial baselines,
   * unless --no-peak-runs: three more ``--memcheck-update`` runs (seeds 2-4)
     into fresh baseline dirs, to count tests whose recorded peak is identical
     across seeds 1-4 (used while the plugin has no per-run JSON output).
@@ -19,10 +21,12 @@ a test that passes plainly but fails a gated run with a message mentioning
 Stdlib only (Python >= 3.11).  Usage:
 
     python bench/real_suites.py [--workdir DIR] [--projects a,b,c]
-        [--plain-seeds 1,2,3,4] [--wheel WHL] [--prepare-only] [--wait-ready]
+        [--plain-seeds 1,2,3,4] [--wheel WHL] [--wheel-dir DIR] [--xdist]
+        [--prepare-only] [--wait-ready]
 
-The plugin wheel is /tmp/memcheck-wheel/*.whl if present, else built from the
-repository with `pip wheel`.  CI is removed from the runs' environment
+The plugin wheel is --wheel, else the newest *.whl in --wheel-dir (or
+$MEMCHECK_WHEEL_DIR; default /tmp/memcheck-wheel) if there is one, else built
+from the repository with `pip wheel`.  CI is removed from the runs' environment
 (--memcheck-update refuses to write under CI).
 """
 from __future__ import annotations
@@ -43,7 +47,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 READY_FILE = Path("/tmp/memcheck-ready")
-WHEEL_GLOB = "/tmp/memcheck-wheel/*.whl"
+WHEEL_DIR = os.environ.get("MEMCHECK_WHEEL_DIR", "/tmp/memcheck-wheel")
 
 # name -> pinned version, extra test deps, test targets, how to run.
 #   tests:  args passed to pytest (paths relative to the extracted sdist)
@@ -81,6 +85,8 @@ DEFAULT_PROJECTS = ",".join(PROJECTS)
 
 BASE_DEPS = ["pytest", "pytest-randomly"]
 GATED_SEEDS = (2, 3, 4)
+XDIST_SEEDS = (5, 6, 7)
+XDIST_WORKERS = 2
 RUN_TIMEOUT = 900  # seconds per pytest run
 
 
@@ -117,7 +123,7 @@ def clean_env(hashseed: int | None = None) -> dict:
 
 
 # ---------------------------------------------------------------- prepare
-def prepare(name: str, spec: dict, work: Path) -> dict:
+def prepare(name: str, spec: dict, work: Path, xdist: bool = False) -> dict:
     ver = spec["version"]
     dl = work / "downloads"
     dl.mkdir(parents=True, exist_ok=True)
@@ -152,13 +158,20 @@ def prepare(name: str, spec: dict, work: Path) -> dict:
         sh([py, "-m", "pip", "install", "-q", src, *spec["deps"], *BASE_DEPS],
            env=clean_env(), logfile=work / f"{name}-install.log")
         marker.write_text("ok\n")
+    xmarker = venv / ".xdist-installed"
+    if xdist and not xmarker.exists():
+        sh([py, "-m", "pip", "install", "-q", "pytest-xdist"], env=clean_env(),
+           logfile=work / f"{name}-xdist-install.log")
+        xmarker.write_text("ok\n")
     return {"src": src, "py": py, "venv": venv}
 
 
-def memcheck_wheel(work: Path, explicit: str | None = None) -> Path:
+def memcheck_wheel(work: Path, explicit: str | None = None,
+                   wheel_dir: str = WHEEL_DIR) -> Path:
     if explicit:
         return Path(explicit).resolve()
-    wheels = sorted(glob.glob(WHEEL_GLOB))
+    wheels = sorted(glob.glob(os.path.join(wheel_dir, "*.whl")),
+                    key=os.path.getmtime)
     if wheels:
         return Path(wheels[-1])
     wdir = work / "memcheck-wheel"
@@ -216,7 +229,7 @@ def parse_junit(path: Path) -> dict:
 
 
 def run_pytest(name, spec, info, work, label, extra, seed, hashseed,
-               plugin_name):
+               plugin_name, workers=0):
     src = info["src"]
     cwd = work / "neutral" if spec.get("pyargs") else src
     cwd.mkdir(exist_ok=True)
@@ -226,8 +239,11 @@ def run_pytest(name, spec, info, work, label, extra, seed, hashseed,
                else list(spec["tests"]))
     # -P: do not put cwd on sys.path, so the installed (compiled) package is
     # the one under test, not the uncompiled source tree.
+    # workers > 0: pytest-xdist's -n; pytest-randomly shuffles each worker's
+    # share with the same seed, and xdist's load scheduling adds its own order.
+    dist = ["-n", str(workers)] if workers else ["-p", "no:xdist"]
     cmd = [info["py"], "-P", "-m", "pytest", "-p", "no:cacheprovider",
-           "-p", "randomly", "-p", "no:xdist", f"--randomly-seed={seed}",
+           "-p", "randomly", *dist, f"--randomly-seed={seed}",
            "--junitxml", junit, "-q", *extra, *targets]
     if junit.exists():
         junit.unlink()
@@ -262,7 +278,8 @@ def load_peaks(path: Path) -> dict:
 
     def walk(obj, key=None):
         if isinstance(obj, dict):
-            p = peak_of(obj)
+            # the results JSON: {"tests": [{"nodeid", "measured": {"peak", ...}}]}
+            p = peak_of(obj.get("measured")) if "nodeid" in obj else peak_of(obj)
             tid = obj.get("nodeid") or obj.get("test") or obj.get("id") or key
             if p is not None and tid is not None:
                 out[str(tid)] = p
@@ -296,8 +313,9 @@ def is_memcheck(msg: str) -> bool:
     return "memcheck" in msg.lower()
 
 
-def trial(name, spec, work, plugin_name, wheel, peak_runs=True, plain_seeds=(1,)):
-    info = prepare(name, spec, work)
+def trial(name, spec, work, plugin_name, wheel, peak_runs=True, plain_seeds=(1,),
+          xdist=False):
+    info = prepare(name, spec, work, xdist)
     out = {"name": name, "kind": spec["kind"], "version": spec["version"]}
     plain = run_pytest(name, spec, info, work, "plain",
                        ["-p", f"no:{plugin_name}"], 1, 1, plugin_name)
@@ -338,6 +356,14 @@ def trial(name, spec, work, plugin_name, wheel, peak_runs=True, plain_seeds=(1,)
                        ["--memcheck", *common, *je], s, s, plugin_name)
         g["json"] = jp
         out["gated"].append(g)
+    out["xgated"] = []
+    for s in XDIST_SEEDS if xdist else ():
+        je, jp = jextra(f"xgated{s}")
+        g = run_pytest(name, spec, info, work, f"xgated{s}",
+                       ["--memcheck", *common, *je], s, s, plugin_name,
+                       workers=XDIST_WORKERS)
+        g["json"] = jp
+        out["xgated"].append(g)
     out["json_ok"] = json_ok
     if peak_runs and not json_ok:
         # No per-run JSON: measure peaks again with --memcheck-update into a
@@ -371,9 +397,15 @@ def summarize(r: dict) -> dict:
                             if o in ("failed", "error") and t not in plain_fail)
     s["gated_times"] = [g["time"] for g in r["gated"]]
     over, alarms, other = set(), {}, {}
-    s["over_runs"] = []
-    for seed, g in zip(GATED_SEEDS, r["gated"]):
-        n_over = 0
+    s["over_runs"], s["alarm_runs"] = [], []
+    s["xover_runs"], s["xalarm_runs"] = [], []
+    s["xgated_times"] = [g["time"] for g in r.get("xgated", [])]
+    runs = [("", seed, g) for seed, g in zip(GATED_SEEDS, r["gated"])]
+    runs += [("x", seed, g) for seed, g in zip(XDIST_SEEDS, r.get("xgated", []))]
+    for tag, seed, g in runs:
+        # a seed is labelled "x5" for a -n 2 run
+        label = f"{tag}{seed}"
+        n_over = n_alarm = 0
         for t, (o, msg) in g["results"].items():
             if o not in ("failed", "error"):
                 continue
@@ -381,14 +413,16 @@ def summarize(r: dict) -> dict:
                 over.add(t)
                 n_over += 1
                 if t not in plain_fail:
-                    alarms.setdefault(t, []).append((seed, msg))
+                    n_alarm += 1
+                    alarms.setdefault(t, []).append((label, msg))
             elif t not in plain_fail:
-                other.setdefault(t, []).append((seed, msg))
-        s["over_runs"].append(n_over)
+                other.setdefault(t, []).append((label, msg))
+        s[f"{tag}over_runs"].append(n_over)
+        s[f"{tag}alarm_runs"].append(n_alarm)
         missing = set(plain) - set(g["results"])
         if missing:
             other.setdefault("<missing from gated run>", []).append(
-                (seed, f"{len(missing)} tests missing, e.g. {sorted(missing)[:3]}"))
+                (label, f"{len(missing)} tests missing, e.g. {sorted(missing)[:3]}"))
     s["over"] = len(over)
     s["alarms"] = alarms
     s["other"] = other
@@ -416,20 +450,32 @@ def summarize(r: dict) -> dict:
 
 
 def table(rows) -> str:
+    xdist = any(r.get("xgated") for r, _ in rows)
     hdr = ("| project | kind | tests | plain s | baseline s | gated s (3 runs) "
            "| over budget (per run: union) | false alarms | identical peak (4 runs) |")
-    lines = [hdr, "|" + "---|" * 9]
+    ncol = 9
+    if xdist:
+        hdr += (f" false alarms per run, serial | -n {XDIST_WORKERS} gated s (3 runs) "
+                f"| false alarms per run, -n {XDIST_WORKERS} |")
+        ncol += 3
+    lines = [hdr, "|" + "---|" * ncol]
     for r, s in rows:
         if "gated" not in r:
             lines.append(f"| {r['name']} {r['version']} | {r['kind']} | "
-                         f"{s['tests']} | {s['plain_time']:.1f} | - | - | - | - | - |")
+                         f"{s['tests']} | {s['plain_time']:.1f} |"
+                         + " - |" * (ncol - 4))
             continue
         g = " / ".join(f"{t:.1f}" for t in s["gated_times"])
-        lines.append(
+        line = (
             f"| {r['name']} {r['version']} | {r['kind']} | {s['tests']} | "
             f"{s['plain_time']:.1f} | {s['base_time']:.1f} | {g} | "
             f"{'/'.join(map(str, s['over_runs']))}: {s['over']} | "
             f"{len(s['alarms'])} | {s['identical']} |")
+        if xdist:
+            xg = " / ".join(f"{t:.1f}" for t in s["xgated_times"]) or "-"
+            line += (f" {' / '.join(map(str, s['alarm_runs']))} | {xg} | "
+                     f"{' / '.join(map(str, s['xalarm_runs'])) or '-'} |")
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -446,8 +492,14 @@ def main() -> int:
     ap.add_argument("--plugin-name", default="memcheck",
                     help="pytest plugin name used for -p no:NAME")
     ap.add_argument("--wheel", default=None,
-                    help="pytest-memcheck wheel to install (default: "
-                    f"{WHEEL_GLOB} if present, else build one from {REPO})")
+                    help="pytest-memcheck wheel to install (default: the newest *.whl "
+                    f"in --wheel-dir if any, else build one from {REPO})")
+    ap.add_argument("--wheel-dir", default=WHEEL_DIR,
+                    help="where to look for a built wheel (default: $MEMCHECK_WHEEL_DIR "
+                    "or /tmp/memcheck-wheel)")
+    ap.add_argument("--xdist", action="store_true",
+                    help=f"also gate three runs under -n {XDIST_WORKERS} (pytest-xdist, "
+                    f"seeds {', '.join(map(str, XDIST_SEEDS))}) against the serial baselines")
     ap.add_argument("--plain-seeds", default="1",
                     help="seeds of the plain runs (e.g. 1,2,3,4 to tell the suite's own "
                     "order-dependent failures from the plugin's)")
@@ -466,7 +518,7 @@ def main() -> int:
 
     if not a.prepare_only:
         for n in names:  # prepare everything while waiting
-            prepare(n, PROJECTS[n], work)
+            prepare(n, PROJECTS[n], work, a.xdist)
         if a.wait_ready:
             deadline = time.monotonic() + 3600
             while not READY_FILE.exists() and time.monotonic() < deadline:
@@ -475,13 +527,13 @@ def main() -> int:
             if not READY_FILE.exists():
                 log("plugin not ready after 60 min; plain runs only")
                 a.prepare_only = True
-    wheel = None if a.prepare_only else memcheck_wheel(work, a.wheel)
+    wheel = None if a.prepare_only else memcheck_wheel(work, a.wheel, a.wheel_dir)
 
     rows = []
     for n in names:
         try:
             r = trial(n, PROJECTS[n], work, a.plugin_name, wheel, not a.no_peak_runs,
-                      [int(x) for x in a.plain_seeds.split(",")])
+                      [int(x) for x in a.plain_seeds.split(",")], a.xdist)
         except Exception as e:  # keep going with other projects
             log(f"{n}: ERROR {e}")
             continue

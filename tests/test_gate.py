@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 
@@ -32,6 +33,7 @@ MIB = 1 << 20
 
 SIZED = """
 import os
+import shlex
 
 def test_alloc():
     data = bytearray(int(os.environ.get("ALLOC", str(5 << 20))))
@@ -71,6 +73,26 @@ def test_twenty_percent_fails_one_percent_passes(project, monkeypatch):
     result = project.run("--memcheck", "--junitxml=out.xml")
     xml = (project.path / "out.xml").read_text()
     assert 'name="test_alloc"' in xml and "memcheck: over budget" in xml
+
+
+def test_the_accept_hint_writes_where_the_run_reads(project, monkeypatch):
+    """A run given --memcheck-baseline-dir (and a meter) on the command line prints an update
+    with the same options: as printed, it turns the run green."""
+    project.pytester.makepyfile(test_sized=SIZED)
+    where = ("--memcheck-baseline-dir=elsewhere dir", "--memcheck-meter=tracemalloc")
+    monkeypatch.setenv("ALLOC", str(5 * MIB))
+    assert project.run("--memcheck-update", *where).ret == 0
+    monkeypatch.setenv("ALLOC", str(6 * MIB))
+    failed = project.run("--memcheck", *where)
+    assert failed.ret == 1, failed.stdout.str()
+    text = failed.stdout.str()
+    hint = next(line for line in text.splitlines() if "accept it: " in line)
+    command = shlex.split(hint.split("accept it: ", 1)[1])
+    assert command == ["pytest", "--memcheck-update", *where, "test_sized.py::test_alloc"]
+    assert project.run(*command[1:]).ret == 0
+    assert not (project.path / "baselines").exists()
+    again = project.run("--memcheck", *where)
+    assert again.ret == 0, again.stdout.str()
 
 
 def test_absolute_limits_from_markers(project):

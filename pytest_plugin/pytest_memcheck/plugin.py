@@ -966,13 +966,33 @@ class Manager:
             except (OSError, _engine.MemcheckError) as e:
                 self.warnings.append(f"step summary not written: {e}")
 
+    @functools.cached_property
+    def accept_command(self) -> str:
+        """The update that accepts this run's figures: it must write where this run reads and
+        measure as it measured, or it would never turn the run green. An update without
+        --memcheck-native keeps the native baseline as it is, so that is repeated; so are a
+        baseline directory and a meter typed on the command line (from the ini or
+        [tool.memcheck] they apply to the update by themselves)."""
+        command = ["pytest", "--memcheck-update"]
+        if self.engine.native:
+            command.append("--memcheck-native")
+        for name, dest in (
+            ("--memcheck-baseline-dir", "memcheck_baseline_dir"),
+            ("--memcheck-meter", "memcheck_meter"),
+        ):
+            value = getattr(self.config.option, dest, None)
+            if value is not None:
+                # one word, as the rootdir lookup wants it (see bench/real_suites.py)
+                command.append(shlex.quote(f"{name}={value}"))
+        return " ".join(command)
+
     def _github_output(self) -> None:
         """Annotations on stdout (where the runner reads workflow commands) and the step summary."""
         json_path = self.options.json
         accept = (
             f"memcheck update --from {shlex.quote(Path(json_path).name)}"
             if json_path
-            else "pytest --memcheck-update" + (" --memcheck-native" if self.engine.native else "")
+            else self.accept_command
         )
         annotations, summary = self.engine.github(
             self.stale, accept, _repository_prefix(self.config)
@@ -1252,10 +1272,7 @@ class MeasuredCall:
         confirm = engine.confirm and rules.get("confirm", True) is not False
         if manager.leaks and confirm:
             return (yield from self._hunt_leak())
-        # An update without --memcheck-native keeps the native baseline as it is: the hint
-        # must count it too, or it would never turn the run green.
-        native = " --memcheck-native" if engine.native else ""
-        hint = f"pytest --memcheck-update{native} " + shlex.quote(item.nodeid)
+        hint = f"{manager.accept_command} " + shlex.quote(item.nodeid)
         # Node ids are relative to the root: from elsewhere, the command runs there.
         if Path.cwd().resolve() != manager.config.rootpath.resolve():
             hint = f"cd {shlex.quote(str(manager.config.rootpath))} && {hint}"
