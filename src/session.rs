@@ -205,12 +205,13 @@ fn unstable_metrics(e: &Entry) -> Vec<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     use crate::baseline::test_env as env;
 
-    fn entry(peak: u64) -> Entry {
+    /// A measurement of `peak` bytes (the other figures fixed), for the tests of a run.
+    pub(crate) fn entry(peak: u64) -> Entry {
         Entry {
             peak,
             retained: 0,
@@ -220,7 +221,8 @@ mod tests {
         }
     }
 
-    fn session(dir: &Path) -> Session {
+    /// A run with the default settings over baselines in `dir`.
+    pub(crate) fn session(dir: &Path) -> Session {
         let boundary = Boundary::project(dir).unwrap();
         Session::new(Settings::default(), env(), dir.to_path_buf(), boundary)
     }

@@ -314,27 +314,11 @@ mod tests {
     use super::*;
     use crate::gate::Outcome;
     use crate::markers::MarkerRules;
-    use crate::session::Session;
     use std::fs;
 
     use std::collections::BTreeMap;
 
-    use crate::baseline::test_env as env;
-
-    fn entry(peak: u64) -> Entry {
-        Entry {
-            peak,
-            retained: 0,
-            allocations: 1,
-            cycles: 0,
-            ..Entry::default()
-        }
-    }
-
-    fn session(dir: &Path) -> Session {
-        let boundary = Boundary::project(dir).unwrap();
-        Session::new(Settings::default(), env(), dir.to_path_buf(), boundary)
-    }
+    use crate::session::tests::{entry, session};
 
     fn run(
         dir: &Path,
