@@ -699,6 +699,16 @@ class Manager:
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        try:
+            self._check_collected(items)
+        except pytest.UsageError as e:
+            # Said once, by pytest's usage error: no memcheck section before it.
+            self.refused = self.refused or str(e)
+            raise
+
+    def _check_collected(self, items: list[pytest.Item]) -> None:
+        """Markers read and checked, memray's markers refused, baselines read: all before the
+        first test runs, so a mistake stops the run early."""
         if self.config.pluginmanager.has_plugin("memray"):
             # pytest-memray also measures, without --memray, every test with one of its markers.
             marked = [
