@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -73,3 +75,28 @@ def outcomes(result: pytest.RunResult) -> dict[str, int]:
 
 def strip_ansi(text: str) -> str:
     return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+def git(cwd: Path, *args: str) -> str:
+    """A git command in `cwd` with a fixed identity; its stdout."""
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+    }
+    return subprocess.run(
+        ["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True
+    ).stdout
+
+
+def memcheck(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """The `memcheck` command in `cwd`, as this interpreter runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest_memcheck.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+    )

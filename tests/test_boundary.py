@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import memcheck
 
 SIMPLE = "def test_x():\n    bytearray(1000)\n"
 
@@ -54,16 +53,6 @@ def results(python: str = "3.11", nodeids: tuple[str, ...] = ("test_x.py::test_x
         ],
         "stale": [],
     }
-
-
-def memcheck(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pytest_memcheck.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
 
 
 def files(path: Path) -> list[str]:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import git, memcheck
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 
@@ -21,29 +22,6 @@ def test_alloc():
 def test_other():
     bytearray(int(os.environ.get("OTHER", "1000")))
 """
-
-
-def git(cwd, *args):
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@example.com",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@example.com",
-    }
-    return subprocess.run(
-        ["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True
-    ).stdout
-
-
-def memcheck(cwd, *args):
-    return subprocess.run(
-        [sys.executable, "-m", "pytest_memcheck.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
 
 
 @pytest.fixture

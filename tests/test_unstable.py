@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import pytest_memcheck
-from conftest import outcomes
+from conftest import memcheck, outcomes
 
 try:  # imported here, not inside a measured test
     import jsonschema
@@ -301,16 +299,6 @@ def test_a_test_that_cannot_run_more_keeps_what_was_measured(project, monkeypatc
         ]
     )
     assert project.baselines("test_noisy.toml")["test_noisy"]["peak_max"] >= 3 * MIB
-
-
-def memcheck(cwd, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pytest_memcheck.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
 
 
 def test_memcheck_update_from_results_writes_the_spread(project, monkeypatch):
