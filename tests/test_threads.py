@@ -106,7 +106,13 @@ def test_threads_of_the_run_s_machinery_never_count(project):
         """
     )
     for _ in range(3):
-        assert _tests(project)["test_work"] == alone
+        beside = _tests(project)["test_work"]
+        # Equal but for CPython's free lists, which every thread shares: an object the churn
+        # freed can be reused by the test without an allocator call (README, "Threads"). One
+        # round of the churn is 250 kB, so counting it would be far outside these margins.
+        assert abs(beside["peak"] - alone["peak"]) <= 1024, (beside, alone)
+        assert abs(beside["retained"] - alone["retained"]) <= 1024, (beside, alone)
+        assert abs(beside["allocations"] - alone["allocations"]) <= 8, (beside, alone)
 
 
 def test_a_thread_the_test_starts_counts_and_its_twin_without_it_does_not(project):
