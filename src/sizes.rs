@@ -73,6 +73,13 @@ pub fn parse_size(text: &str, origin: &str) -> Result<u64> {
         }
     };
     let decimal = parse_decimal(number).map_err(bad)?;
+    // A fraction of a byte is no size: `peak=1.5` (a number in a marker) most likely means a
+    // unit was forgotten, and rounding it to 2 B would be a limit nobody meant.
+    if multiplier == 1 && decimal.digits % 10u128.pow(decimal.scale) != 0 {
+        return Err(bad(format!(
+            "a number without a unit is bytes, and a fraction of a byte is no size; add the unit you mean, e.g. '{number} MiB'"
+        )));
+    }
     let scaled = decimal
         .digits
         .checked_mul(multiplier as u128)
@@ -214,7 +221,8 @@ mod tests {
             ("24 MB", 24_000_000),
             (" 7 B ", 7),
             ("1.3 KiB", 1331),
-            ("0.5", 1),
+            ("0.0005 KB", 1),
+            ("3.0", 3),
         ];
         for (text, want) in cases {
             assert_eq!(parse_size(text, "t").unwrap(), want, "{text}");
@@ -229,9 +237,9 @@ mod tests {
             parse_size("3.16912650057057350374175801343 GiB", "t").unwrap(),
             3_402_823_669
         );
-        assert_eq!(parse_size("0.5", "t").unwrap(), 1);
-        assert_eq!(parse_size("0.49", "t").unwrap(), 0);
-        assert_eq!(parse_size("2.5 B", "t").unwrap(), 3);
+        assert_eq!(parse_size("0.0005 KB", "t").unwrap(), 1);
+        assert_eq!(parse_size("0.00049 KB", "t").unwrap(), 0);
+        assert_eq!(parse_size("0.0025 KB", "t").unwrap(), 3);
     }
 
     #[test]
@@ -308,6 +316,17 @@ mod tests {
         fn parse_size_never_panics(text in ".{0,40}") {
             let _ = parse_size(&text, "fuzz");
             let _ = parse_percent(&text, "fuzz");
+        }
+
+        #[test]
+        fn a_fraction_of_a_byte_is_refused(whole in 0u64..1000, tenths in 1u64..10) {
+            for text in [format!("{whole}.{tenths}"), format!("{whole}.{tenths} B")] {
+                let err = parse_size(&text, "t").unwrap_err().to_string();
+                prop_assert!(err.contains("a fraction of a byte"), "{}", err);
+            }
+            // while a whole number written with a fraction, and a fraction of a unit, are sizes
+            prop_assert_eq!(parse_size(&format!("{whole}.0"), "t").unwrap(), whole);
+            prop_assert_eq!(parse_size(&format!("{whole}.{tenths} KB"), "t").unwrap(), whole * 1000 + tenths * 100);
         }
 
         #[test]

@@ -61,6 +61,31 @@ def test_bad_config_value_names_file_line_column(project):
     result.stderr.fnmatch_lines(["*pyproject.toml:2:1: *flor*"])
 
 
+def test_a_fraction_of_a_byte_in_a_marker_is_refused_not_rounded(project):
+    # `peak=1.5` once became a limit of 2 B: a unit was forgotten, and the test failed for
+    # reasons its author could not see. A fraction of a unit is a size; 1.0 is one byte.
+    body = """
+        import pytest
+
+        @pytest.mark.memcheck(peak={})
+        def test_a():
+            pass
+        """
+    project.pytester.makepyfile(test_marked=body.format("1.5"))
+    result = project.run("--memcheck")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "*test_marked.py:3: memcheck marker of test_marked.py::test_a peak=: invalid size '1.5'"
+            ": a number without a unit is bytes, and a fraction of a byte is no size; add the unit "
+            "you mean, e.g. '1.5 MiB'*"
+        ]
+    )
+    for fine in ("'1.5 MiB'", "1.0", "1_000_000"):
+        project.pytester.makepyfile(test_marked=body.format(fine))
+        assert project.run("--memcheck").ret == pytest.ExitCode.OK, fine
+
+
 def test_bad_marker_names_the_test(project):
     project.pytester.makepyfile(
         test_marked="""
