@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::escape::{markdown, terminal, terminal_text};
 use crate::gate::{Metric, Outcome};
 use crate::git::Repo;
+use crate::meter::MeterKind;
 use crate::results::Results;
 use crate::session::Session;
 use crate::sizes::{format_change, format_size};
@@ -335,7 +336,12 @@ fn run(cli: Cli, here: &Here) -> Result<i32> {
                     terminal_text(&t.message)
                 );
             }
-            if let Some(table) = crate::report::summary_table(&merged.tests, &merged.stale, false) {
+            if let Some(table) = crate::report::summary_table(
+                &merged.tests,
+                &merged.stale,
+                false,
+                MeterKind::named_counts_allocations(&merged.environment.meter),
+            ) {
                 println!("{table}");
             }
             println!(
@@ -473,7 +479,12 @@ fn show(files: &BTreeMap<String, BaselineFile>) -> String {
                 row.extend([counted(e.native_peak), counted(e.native_retained)]);
             }
             row.extend([
-                e.allocations.to_string(),
+                // 0 from a meter that does not count calls is no figure (tracemalloc, rss)
+                if MeterKind::named_counts_allocations(&file.env.meter) {
+                    e.allocations.to_string()
+                } else {
+                    "–".to_string()
+                },
                 e.cycles.to_string(),
                 terminal(&file.env.to_string()),
             ]);

@@ -552,7 +552,12 @@ impl Session {
 
     #[pyo3(signature = (stale, verbose=false))]
     fn summary(&self, stale: Vec<String>, verbose: bool) -> Option<String> {
-        report::summary_table(&self.inner.results, &stale, verbose)
+        report::summary_table(
+            &self.inner.results,
+            &stale,
+            verbose,
+            self.inner.settings.meter.counts_allocations(),
+        )
     }
 
     /// One line per disturbed measurement, with its reason.

@@ -20,11 +20,16 @@ pub fn failure_message(r: &TestResult, update_hint: &str) -> String {
             for c in r.checks.iter().filter(|c| c.over()) {
                 lines.push(format!("  {}", c.explain()));
             }
+            // Allocation calls only where counted (the python meter): 0 from another meter
+            // would read as a figure.
+            let calls = match r.measured.allocations {
+                0 => String::new(),
+                n => format!("{n} allocations, "),
+            };
             lines.push(format!(
-                "  measured: peak {}, retained {}, {} allocations, {} cycle objects",
+                "  measured: peak {}, retained {}, {calls}{} cycle objects",
                 format_size(r.measured.peak),
                 format_size(r.measured.retained),
-                r.measured.allocations,
                 r.measured.cycles
             ));
             if let (Some(p), Some(k)) = (r.measured.native_peak, r.measured.native_retained) {
@@ -59,8 +64,14 @@ pub fn delta(now: u64, base: Option<u64>) -> String {
 }
 
 /// The summary table: tests over budget, improved, new, with other environments' baselines, and
-/// stale entries; every test when `verbose`.
-pub fn summary_table(results: &[TestResult], stale: &[String], verbose: bool) -> Option<String> {
+/// stale entries; every test when `verbose`. The allocations column only when the meter counts
+/// them (`MeterKind::counts_allocations`).
+pub fn summary_table(
+    results: &[TestResult],
+    stale: &[String],
+    verbose: bool,
+    counts_allocations: bool,
+) -> Option<String> {
     let mut rows: Vec<&TestResult> = results
         .iter()
         .filter(|r| verbose || r.outcome != Outcome::Ok)
@@ -78,8 +89,10 @@ pub fn summary_table(results: &[TestResult], stale: &[String], verbose: bool) ->
         "Δ peak",
         "retained",
         "Δ retained",
-        "allocations",
     ];
+    if counts_allocations {
+        header.push("allocations");
+    }
     if native {
         header.extend([
             "native peak",
@@ -109,8 +122,10 @@ pub fn summary_table(results: &[TestResult], stale: &[String], verbose: bool) ->
                 r.measured.retained,
                 base.map(|b| b.retained_max.unwrap_or(b.retained)),
             )),
-            Cell::new(r.measured.allocations),
         ];
+        if counts_allocations {
+            row.push(Cell::new(r.measured.allocations));
+        }
         if native {
             let show = |v: Option<u64>| v.map(format_size).unwrap_or_default();
             let m = &r.measured;
@@ -336,7 +351,7 @@ mod tests {
             result("t.py::over", 4 << 20, Some(1 << 20)),
             result("t.py::new", 10, None),
         ];
-        let t = summary_table(&rs, &["t.py::gone".into()], false).unwrap();
+        let t = summary_table(&rs, &["t.py::gone".into()], false, true).unwrap();
         assert!(t.contains("t.py::over") && t.contains("t.py::new") && t.contains("t.py::gone"));
         assert!(!t.contains("t.py::ok"));
         assert!(
@@ -344,12 +359,31 @@ mod tests {
             "worst first"
         );
         assert!(t.contains("+3.00 MiB +300.0%"), "{t}");
-        assert!(summary_table(&rs, &[], true).unwrap().contains("t.py::ok"));
+        assert!(summary_table(&rs, &[], true, true)
+            .unwrap()
+            .contains("t.py::ok"));
         assert_eq!(
             totals_line(&rs, 1),
             "3 measured: 1 over, 1 new, 1 ok, 1 stale"
         );
-        assert!(summary_table(&rs[..1], &[], false).is_none());
+        assert!(summary_table(&rs[..1], &[], false, true).is_none());
+    }
+
+    #[test]
+    fn allocations_are_shown_only_where_counted() {
+        let mut r = result("t.py::over", 4 << 20, Some(1 << 20));
+        r.measured.allocations = 7;
+        let counted = summary_table(std::slice::from_ref(&r), &[], true, true).unwrap();
+        assert!(
+            counted.contains("allocations") && counted.contains(" 7 "),
+            "{counted}"
+        );
+        // tracemalloc and rss count no calls: their 0 is left out, not shown as a figure
+        let uncounted = summary_table(std::slice::from_ref(&r), &[], true, false).unwrap();
+        assert!(!uncounted.contains("allocations"), "{uncounted}");
+        assert!(failure_message(&r, "hint").contains(", 7 allocations, "));
+        r.measured.allocations = 0;
+        assert!(!failure_message(&r, "hint").contains("allocations"));
     }
 
     #[test]
@@ -422,14 +456,14 @@ mod tests {
         ];
         let rs: Vec<_> = ids.iter().map(|id| result(id, 10, None)).collect();
         let stale = ["t.py::gone[\u{1b}[31m]".to_string()];
-        let t = summary_table(&rs, &stale, true).unwrap();
+        let t = summary_table(&rs, &stale, true, true).unwrap();
         assert!(!t.chars().any(|c| c.is_control() && c != '\n'), "{t:?}");
         assert!(t.contains("t.py::t[\\x1b[2J\\x1b]0;pwned\\x07]"), "{t}");
         assert!(t.contains("t.py::gone[\\x1b[31m]"), "{t}");
         // One line per row: header, 3 tests, 1 stale, borders.
         assert_eq!(t.lines().count(), 4 + 4, "{t}");
         // Negative control: unicode ids are shown as they are.
-        let t = summary_table(&[result("t.py::t[ü-π]", 10, None)], &[], true).unwrap();
+        let t = summary_table(&[result("t.py::t[ü-π]", 10, None)], &[], true, true).unwrap();
         assert!(t.contains("t.py::t[ü-π]"), "{t}");
     }
 }

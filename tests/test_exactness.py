@@ -220,3 +220,16 @@ def test_exceptions_propagate_and_hooks_are_removed(pytester):
     result = pytester.runpython(pytester.path / "check.py")
     assert result.ret == 0, result.stderr.str()
     result.stdout.fnmatch_lines(["ok"])
+
+
+def test_a_meter_that_counts_no_calls_shows_no_allocations_figure(project):
+    # tracemalloc and rss give sizes only: their allocations are 0, which the table once showed
+    # as a figure. The python meter's column is the control: same test, a real count.
+    project.pytester.makepyfile(
+        test_one="def test_one():\n    assert [bytes(100) for _ in range(10)]\n"
+    )
+    for meter, shown in (("python", True), ("tracemalloc", False)):
+        result = project.run("--memcheck", "-v", f"--memcheck-meter={meter}")
+        assert result.ret == 0, result.stdout.str()
+        header = next(line for line in result.stdout.lines if "outcome" in line)
+        assert ("allocations" in header) is shown, (meter, header)

@@ -70,6 +70,17 @@ impl MeterKind {
         }
     }
 
+    /// Whether its figures include the count of allocation calls. tracemalloc and RSS give
+    /// sizes only: their `allocations` is 0, which reports show as not counted, not as zero.
+    pub fn counts_allocations(self) -> bool {
+        self == MeterKind::Python
+    }
+
+    /// Of a meter named in a file: an unknown name (a newer version's) is assumed to count.
+    pub fn named_counts_allocations(name: &str) -> bool {
+        MeterKind::parse(name, "meter").map_or(true, Self::counts_allocations)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             MeterKind::Python => "python",
