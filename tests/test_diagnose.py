@@ -240,3 +240,51 @@ def test_the_peak_s_sites_say_when_they_miss_the_peak(project, monkeypatch):
     assert "allocated at the peak, by site:" in held, held
     assert "test_between.py:7 in make: 4.8 MiB in" in held, held
     assert "no sites at the peak" not in held and "these sites cover" not in held, held
+
+
+def test_a_decorated_test_s_sites_are_named_after_it_not_module(project, monkeypatch):
+    # A decorated function's code starts at its first decorator line, where some of its
+    # allocations land; a text search for the `def` above named that line `<module>`.
+    project.pytester.makepyfile(
+        test_dec="""
+        import functools
+        import os
+
+        import pytest
+
+        KEEP = []
+        N = int(os.environ.get("N", "1000"))
+
+
+        def traced(f):
+            @functools.wraps(f)
+            def wrapper(*a, **k):
+                return f(*a, **k)
+
+            return wrapper
+
+
+        @traced
+        def test_wrapped():
+            KEEP.append(bytearray(N))
+
+
+        @pytest.mark.parametrize("x", [1])
+        def test_param(x):
+            KEEP.append(bytearray(N))
+        """
+    )
+    assert project.run("--memcheck-update").ret == 0
+    monkeypatch.setenv("N", "2000000")
+    result = project.run("--memcheck")
+    result.assert_outcomes(failed=2)
+    out = result.stdout.str()
+    result.stdout.fnmatch_lines(
+        [
+            "*test_dec.py:20 in test_wrapped: 1.9 MiB*",
+            "*test_dec.py:25 in test_param: 1.9 MiB*",
+        ]
+    )
+    # each site line names the function whose code it is, decorator lines included
+    assert "in <module>" not in out and "in traced" not in out, out
+    assert "test_dec.py:18 in test_wrapped" in out or "test_dec.py:23 in test_param" in out, out

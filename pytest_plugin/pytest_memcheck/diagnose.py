@@ -13,6 +13,8 @@ counted malloc and the Python line that called into the extension, grouped by si
 
 from __future__ import annotations
 
+import ast
+import functools
 import gc
 import linecache
 import os
@@ -319,17 +321,37 @@ def _size(n: int) -> str:
 
 
 def _function_at(path: str, line: int) -> str:
-    """The name of the function enclosing path:line (the nearest `def` above, less indented)."""
-    text = linecache.getline(path, line)
-    indent = len(text) - len(text.lstrip())
-    for n in range(line, 0, -1):
-        src = linecache.getline(path, n)
-        stripped = src.lstrip()
-        if stripped.startswith(("def ", "async def ", "class ")) and (
-            len(src) - len(stripped) < indent or n == line
-        ):
-            return stripped.split("(")[0].split(":")[0].split()[-1]
-    return "<module>"
+    """The name of the innermost function or class whose source, decorators included, holds
+    path:line: a decorated test's allocations at its decorator line (its code's first line)
+    are the test's, not `<module>`'s."""
+    spans = _definitions(path)
+    if spans is None:
+        return "<unknown>"
+    inside = [span for span in spans if span[0] <= line <= span[1]]
+    # The innermost is the one that starts last (definitions nest, they never overlap).
+    return max(inside)[2] if inside else "<module>"
+
+
+@functools.lru_cache(maxsize=256)
+def _definitions(path: str) -> list[tuple[int, int, str]] | None:
+    """(first line, last line, name) of every function and class in a source file, or None
+    when it cannot be read as Python."""
+    source = "".join(linecache.getlines(path))
+    if not source:
+        return None
+    try:
+        tree = ast.parse(source, path)
+    except (SyntaxError, ValueError):
+        return None
+    return [
+        (
+            min([node.lineno] + [d.lineno for d in node.decorator_list]),
+            node.end_lineno or node.lineno,
+            node.name,
+        )
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+    ]
 
 
 def _own(frame: tracemalloc.Frame) -> bool:
