@@ -6,7 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::baseline::Entry;
-use crate::sizes::{format_delta, format_size, Percent};
+use crate::sizes::{format_delta, format_size, relative_change, Percent};
 
 /// How far a value may move from its baseline before it counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,12 +120,8 @@ impl Metric {
 /// The change from `base` to `measured`: in units, and in percent (`from zero` when base is 0).
 fn change_from(measured: u64, base: u64) -> (i128, String) {
     let delta = measured as i128 - base as i128;
-    let pct = if base == 0 {
-        "from zero".to_string()
-    } else {
-        format!("{:+.1}%", delta as f64 * 100.0 / base as f64)
-    };
-    (delta, pct)
+    let relative = relative_change(measured, base).unwrap_or_else(|| "from zero".to_string());
+    (delta, relative)
 }
 
 /// The outcome of a test, worst first (the order of the summary).

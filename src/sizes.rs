@@ -193,17 +193,40 @@ pub fn format_delta(delta: i128) -> String {
 /// percentage from zero).
 pub fn format_change(now: u64, base: u64) -> String {
     let delta = format_delta(now as i128 - base as i128);
-    if base == 0 {
-        return delta;
+    match relative_change(now, base) {
+        Some(relative) => format!("{delta} {relative}"),
+        None => delta,
     }
-    let pct = (now as f64 - base as f64) * 100.0 / base as f64;
-    format!("{delta} {pct:+.1}%")
+}
+
+/// `now` relative to `base`: `+13.4%`, `-50.0%`, or from ten times on a factor (`×1627`), which
+/// reads better than `+162600.0%` over a near-empty baseline. None from zero.
+pub fn relative_change(now: u64, base: u64) -> Option<String> {
+    if base == 0 {
+        return None;
+    }
+    let ratio = now as f64 / base as f64;
+    Some(if ratio >= 10.0 {
+        format!("×{ratio:.0}")
+    } else {
+        format!("{:+.1}%", (now as f64 - base as f64) * 100.0 / base as f64)
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_change_is_a_percentage_below_ten_times_and_a_factor_from_there() {
+        assert_eq!(format_change(2048, 1024), "+1.00 KiB +100.0%");
+        assert_eq!(format_change(512, 1024), "-512 B -50.0%");
+        assert_eq!(format_change(10239, 1024), "+9.00 KiB +899.9%");
+        assert_eq!(format_change(10240, 1024), "+9.00 KiB ×10");
+        assert_eq!(format_change(2_000_233, 1229), "+1.91 MiB ×1628");
+        assert_eq!(format_change(100, 0), "+100 B");
+    }
 
     #[test]
     fn sizes_in_every_unit() {
