@@ -15,7 +15,7 @@ use crate::baseline::{files_in, module_of, split_nodeid, BaselineFile, Entry, En
 use crate::boundary::slashed;
 use crate::config::{self, Settings};
 use crate::error::{Error, Result};
-use crate::escape::{markdown, terminal, terminal_text};
+use crate::escape::{markdown, shell_word, terminal, terminal_text};
 use crate::gate::{Metric, Outcome};
 use crate::git::Repo;
 use crate::meter::MeterKind;
@@ -82,6 +82,10 @@ enum Command {
         /// Re-record baseline files that were recorded in another environment.
         #[arg(long)]
         accept_environment: bool,
+        /// The baseline directory to write, when the run was given one on pytest's command
+        /// line (`--memcheck-baseline-dir`); by default the project's setting.
+        #[arg(long, value_name = "DIR")]
+        baseline_dir: Option<String>,
     },
     /// Gate merged results offline; exit 1 when a test is over budget, like pytest.
     Check {
@@ -269,11 +273,32 @@ fn run(cli: Cli, here: &Here) -> Result<i32> {
             from,
             all,
             accept_environment,
+            baseline_dir,
         } => {
             let merged = merge(&from)?;
             // The results come from CI artifacts: untrusted. Their environment fills the
             // placeholders of baseline-dir, and every write stays inside the project.
-            let settings = config::load(&root, &BTreeMap::new())?;
+            let overrides: BTreeMap<String, String> = baseline_dir
+                .iter()
+                .map(|d| ("baseline-dir".to_string(), d.clone()))
+                .collect();
+            let settings = config::load(&root, &overrides)?;
+            // The values belong in the directory the run read: a run given another one
+            // (pytest's --memcheck-baseline-dir, an ini key) would otherwise be accepted
+            // into files it was never compared with.
+            let measured_against = &merged.gating.baseline_dir;
+            if *measured_against != settings.baseline_dir {
+                return Err(Error::usage(
+                    "memcheck update",
+                    format!(
+                        "{} was measured against baseline-dir '{}', and this project's settings say '{}'; nothing was written. To write where that run read, add --baseline-dir {}",
+                        from[0].display(),
+                        measured_against,
+                        settings.baseline_dir,
+                        shell_word(measured_against),
+                    ),
+                ));
+            }
             let origin = format!("environment of {}", from[0].display());
             let mut session = Session::open(&root, settings, merged.environment.clone(), &origin)?;
             for t in merged.tests {
@@ -349,13 +374,22 @@ fn run(cli: Cli, here: &Here) -> Result<i32> {
                 crate::report::totals_line(&merged.tests, merged.stale.len())
             );
             if failed.iter().any(|t| t.outcome == Outcome::Over) {
-                // The messages' hint reruns pytest; from results files, this accepts them.
+                // The messages' hint reruns pytest; from results files, this accepts them,
+                // into the directory the run read (which the update checks).
+                let mut words: Vec<String> = from
+                    .iter()
+                    .map(|p| shell_word(&p.display().to_string()))
+                    .collect();
+                let project = config::load(&root, &BTreeMap::new())?;
+                if merged.gating.baseline_dir != project.baseline_dir {
+                    words.push(format!(
+                        "--baseline-dir {}",
+                        shell_word(&merged.gating.baseline_dir)
+                    ));
+                }
                 println!(
                     "if the growth is intended, accept these values: memcheck update --from {}",
-                    from.iter()
-                        .map(|p| terminal(&p.display().to_string()))
-                        .collect::<Vec<_>>()
-                        .join(" ")
+                    terminal(&words.join(" "))
                 );
             }
             Ok(if failed.is_empty() { 0 } else { 1 })

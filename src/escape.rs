@@ -5,7 +5,8 @@
 //!
 //! - [`terminal`] / [`terminal_text`]: the terminal report and the `memcheck` command;
 //! - [`markdown`] / [`markdown_code`]: the GitHub step summary and `memcheck diff --format markdown`;
-//! - [`command_data`] / [`command_property`]: GitHub workflow commands (annotations).
+//! - [`command_data`] / [`command_property`]: GitHub workflow commands (annotations);
+//! - [`shell_word`]: a value inside a command we print for the user to run.
 
 use std::fmt::Write as _;
 
@@ -117,10 +118,29 @@ pub fn command_property(s: &str) -> String {
     command_data(s).replace(':', "%3A").replace(',', "%2C")
 }
 
+/// One word for a POSIX shell, as Python's `shlex.quote`: as it is when it holds only
+/// characters no shell acts on, else in single quotes (a `'` inside as `'"'"'`).
+pub fn shell_word(s: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "@%+=:,./-_".contains(c);
+    if !s.is_empty() && s.chars().all(plain) {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', "'\"'\"'"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn shell_words_are_quoted_as_shlex_does() {
+        assert_eq!(shell_word("ci-baselines/py3.11"), "ci-baselines/py3.11");
+        assert_eq!(shell_word("mem/{python}"), "'mem/{python}'");
+        assert_eq!(shell_word("a b"), "'a b'");
+        assert_eq!(shell_word(""), "''");
+        assert_eq!(shell_word("it's; rm -rf ~"), "'it'\"'\"'s; rm -rf ~'");
+    }
 
     const HOSTILE: &[&str] = &[
         "<script>alert(1)</script>",

@@ -246,3 +246,40 @@ def test_cli_tables_fit_the_terminal(repo):
     piped = memcheck(repo.path, "show")
     rows = [line for line in piped.stdout.splitlines() if "test_suite.py::" in line]
     assert len(rows) == 2 and all("MiB" in row or "KiB" in row or " B " in row for row in rows)
+
+
+def test_update_from_results_writes_where_the_run_read(project, monkeypatch):
+    # A CI run given --memcheck-baseline-dir on pytest's command line: accepting its values
+    # into the project's default directory would write files it was never compared with.
+    project.pytester.makepyfile(test_suite=SUITE)
+    dirs = ("--memcheck-baseline-dir=ci-baselines",)
+    assert project.run("--memcheck-update", *dirs).ret == 0
+    monkeypatch.setenv("ALLOC", str(3 << 20))
+    summary = project.path / "summary.md"
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    result = project.run("--memcheck", *dirs, "--memcheck-json", "r.json")
+    monkeypatch.delenv("GITHUB_ACTIONS")
+    assert result.ret == 1
+    # both hints name the directory: the step summary's and `memcheck check`'s
+    assert "memcheck update --from r.json --baseline-dir ci-baselines" in summary.read_text()
+    check = memcheck(project.path, "check", "--from", "r.json")
+    hint = "accept these values: memcheck update --from r.json --baseline-dir ci-baselines"
+    assert hint in check.stdout, check.stdout
+    before = (project.path / "ci-baselines" / "test_suite.toml").read_text()
+    refused = memcheck(project.path, "update", "--from", "r.json")
+    assert refused.returncode == 2
+    assert (
+        "r.json was measured against baseline-dir 'ci-baselines', and this project's settings say "
+        "'baselines'; nothing was written. To write where that run read, add --baseline-dir "
+        "ci-baselines" in refused.stderr
+    ), refused.stderr
+    assert not (project.path / "baselines").exists()
+    assert (project.path / "ci-baselines" / "test_suite.toml").read_text() == before
+    # the command the hint gives accepts them, and the gate passes with what it wrote
+    accepted = memcheck(
+        project.path, "update", "--from", "r.json", "--baseline-dir", "ci-baselines"
+    )
+    assert accepted.returncode == 0, accepted.stderr
+    assert not (project.path / "baselines").exists()
+    assert project.run("--memcheck", *dirs).ret == 0

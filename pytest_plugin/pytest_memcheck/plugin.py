@@ -259,7 +259,7 @@ class Options:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.enabled = self._bool("memcheck")
-        update = self._get("memcheck_update")
+        update = self.get("memcheck_update")
         if isinstance(update, str) and update.strip().lower() in ("", "no", "false", "0", "off"):
             update = None
         if update not in (None, False, *UPDATE_MODES):
@@ -269,7 +269,7 @@ class Options:
             )
         self.update: str | None = update or None
         self.allow_ci_update = self._bool("memcheck_allow_ci_update")
-        leaks = self._get("memcheck_leaks")
+        leaks = self.get("memcheck_leaks")
         if isinstance(leaks, str):  # from the ini; the command line's went through its type=
             import argparse
 
@@ -278,7 +278,7 @@ class Options:
             except argparse.ArgumentTypeError as e:
                 raise pytest.UsageError(f"{self._origin('memcheck_leaks')}: {e}") from None
         self.leaks: tuple[int, int, int] | None = leaks
-        self.ref: str | None = self._get("memcheck_ref") or None
+        self.ref: str | None = self.get("memcheck_ref") or None
         self.json: Path | None = self._path("memcheck_json")
         self.dump: Path | None = self._path("memcheck_dump")
 
@@ -289,7 +289,8 @@ class Options:
             raise pytest.UsageError(f"{self._origin(name)}: {e}") from None
         return None if value in (None, "", []) else value
 
-    def _get(self, name: str) -> Any:
+    def get(self, name: str) -> Any:
+        """A value from the command line, else the ini ([tool.memcheck] is the engine's)."""
         value = getattr(self.config.option, name, None)
         return value if value is not None else self._ini(name)
 
@@ -298,7 +299,7 @@ class Options:
         return f"{name} in {where}"
 
     def _bool(self, name: str) -> bool:
-        value = self._get(name)
+        value = self.get(name)
         if isinstance(value, str):
             try:
                 value = _parse_bool(value)
@@ -999,11 +1000,14 @@ class Manager:
     def _github_output(self) -> None:
         """Annotations on stdout (where the runner reads workflow commands) and the step summary."""
         json_path = self.options.json
-        accept = (
-            f"memcheck update --from {shlex.quote(Path(json_path).name)}"
-            if json_path
-            else self.accept_command
-        )
+        accept = self.accept_command
+        if json_path:
+            accept = f"memcheck update --from {shlex.quote(Path(json_path).name)}"
+            # The CLI reads [tool.memcheck] only: a directory from the command line or the
+            # ini is repeated, or the update would refuse (it checks the run's directory).
+            typed = self.options.get("memcheck_baseline_dir")
+            if typed is not None:
+                accept += f" --baseline-dir {shlex.quote(typed)}"
         annotations, summary = self.engine.github(
             self.stale, accept, _repository_prefix(self.config)
         )
