@@ -236,15 +236,19 @@ def test_pytest_update_refuses_a_symlink_out_under_the_baselines(project, tmp_pa
     result = project.run("--memcheck-update")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stdout.fnmatch_lines(["*baselines not written*refused by rule no-symlink-out*"])
-    # nothing was written: the run does not also say the baselines are merely unchanged
+    # nothing was written: the run does not also say the baselines are merely unchanged, and
+    # its final line is not the green one of a good run
     result.stdout.no_fnmatch_line("baselines unchanged")
+    result.stdout.fnmatch_lines(["=* 2 passed, 1 memcheck error in *"])
     assert files(outside) == []
     assert files(project.path / "baselines") == [], "nothing written, not even test_x.toml"
     # Negative control: a link that stays inside the project is followed.
     (project.path / "baselines" / "sub").unlink()
     (project.path / "real").mkdir()
     (project.path / "baselines" / "sub").symlink_to(project.path / "real")
-    assert project.run("--memcheck-update").ret == 0
+    result = project.run("--memcheck-update")
+    assert result.ret == 0
+    result.stdout.no_fnmatch_line("*memcheck error*")
     assert files(project.path / "real") == ["test_y.toml"]
 
 

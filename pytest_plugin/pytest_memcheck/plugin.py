@@ -607,6 +607,26 @@ def _marker_rules(item: pytest.Item) -> dict[str, Any] | None:
     return rules
 
 
+class MemcheckError:
+    """An error of ours at the end of the run (baselines or results not written, a CI run that
+    gated nothing), counted in pytest's final line: "15 passed, 1 memcheck error" in yellow, not
+    a green line above a non-zero exit status. An object with attributes, as the plugins that
+    read the terminal reporter's stats (Hypothesis) expect."""
+
+    count_towards_summary = True
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def _count_on_the_final_line(config: pytest.Config, errors: list[str]) -> None:
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None or not errors:
+        return
+    key = "memcheck error" if len(errors) == 1 else "memcheck errors"
+    reporter.stats.setdefault(key, []).extend(MemcheckError(e) for e in errors)
+
+
 class Manager:
     """The session's state; pytest's hooks are its methods."""
 
@@ -925,10 +945,12 @@ class Manager:
         if self.refused:
             return  # said once, by pytest's usage error; nothing was measured or written
         complete, scope = self._coverage(session)
+        # What went wrong here ends the run with a non-zero status and on pytest's final line.
+        errors: list[str] = []
         try:
             self.stale = self.engine.stale(complete, self.collected, scope)
         except (_engine.MemcheckError, OSError) as e:
-            self.warnings.append(f"stale baselines not listed: {e}")
+            errors.append(f"stale baselines not listed: {e}")
             session.exitstatus = pytest.ExitCode.USAGE_ERROR
         try:
             if self.update and exitstatus != pytest.ExitCode.INTERRUPTED:
@@ -937,7 +959,7 @@ class Manager:
                 )
         except (_engine.MemcheckError, OSError) as e:
             self.update_failed = True
-            self.warnings.append(
+            errors.append(
                 f"baselines not written, none changed: {e}; fix it and run the update again"
             )
             session.exitstatus = pytest.ExitCode.USAGE_ERROR
@@ -946,7 +968,7 @@ class Manager:
             try:
                 self.engine.write_json(str(json_path), self.stale, complete)
             except (_engine.MemcheckError, OSError) as e:
-                self.warnings.append(f"results not written: {e}")
+                errors.append(f"results not written: {e}")
                 session.exitstatus = pytest.ExitCode.USAGE_ERROR
         ungated = self.engine.ungated()
         if ungated and not self.update:
@@ -954,10 +976,10 @@ class Manager:
             self.warnings.append(message)
             if none_gated and _in_ci() and session.exitstatus == pytest.ExitCode.OK:
                 # A gate that gates nothing must not look green on CI.
-                self.warnings.append(
-                    "no test was gated, and this is CI: failing the run (CI is set)"
-                )
+                errors.append("no test was gated, and this is CI: failing the run (CI is set)")
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        self.warnings += errors
+        _count_on_the_final_line(self.config, errors)
         if os.environ.get("GITHUB_ACTIONS") == "true":
             self._github_output()
             if ungated and not self.update:
