@@ -41,13 +41,19 @@ def test_a_failing_test_runs_three_times_to_confirm_and_diagnose(project, monkey
     assert outcomes(result) == {"failed": 1}, result.stdout.str()
     assert _runs(project, "grows") == 3  # measured, confirmed, diagnosed
     result.stdout.fnmatch_lines(["*confirmed by a second measurement*", "*allocated at the peak*"])
+    assert "measured once" not in result.stdout.str()
 
 
 def test_confirm_false_means_the_body_runs_once(project, monkeypatch):
     result = _regress(project, monkeypatch, "@pytest.mark.memcheck(confirm=False)")
     assert outcomes(result) == {"failed": 1}, result.stdout.str()
     assert _runs(project, "grows") == 1
-    result.stdout.fnmatch_lines(["*no diagnosis: the test is marked confirm=False: it runs once*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*measured once (confirm is off): a one-time cost of a first run*same confirm setting",
+            "*no diagnosis: the test is marked confirm=False: it runs once*",
+        ]
+    )
     assert "confirmed by a second measurement" not in result.stdout.str()
 
 

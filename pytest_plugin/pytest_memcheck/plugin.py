@@ -1362,6 +1362,14 @@ class MeasuredCall:
         stacks = None
         if verdict.fails(not manager.update) and verdict.outcome == "over":
             verdict, notes, stacks = yield from self._memray(verdict, judged, hint, confirm)
+        if not confirm and verdict.fails(not manager.update) and verdict.outcome == "over":
+            # The baseline may be the smaller of two runs (an update with confirm on): a
+            # one-time cost of this first run would then be the whole difference.
+            notes.append(
+                "  measured once (confirm is off): a one-time cost of a first run (a cache it "
+                "fills, a first import) is judged too, while an update with confirm on records "
+                "the smaller of two runs; record and gate with the same confirm setting"
+            )
         diagnosis = None
         if verdict.fails(not manager.update) and verdict.outcome == "over" and verdict.over:
             # A native figure over its limit: the diagnosis names the native sites too.
