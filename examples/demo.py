@@ -15,9 +15,13 @@ HERE = Path(__file__).resolve().parent
 
 
 def pytest(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "pytest", "-p", "no:randomly", "-p", "no:cacheprovider", *args]
+    # As a project with pytest-memcheck and nothing else installed sees it: the development
+    # environment's other plugins (pytest-asyncio's deprecation warning, pytest-memray...)
+    # are left out; pytest-memcheck is loaded by name instead of by its entry point.
+    cmd = [sys.executable, "-m", "pytest", "-p", "pytest_memcheck.plugin", "-p", "no:cacheprovider"]
     print(f"\n$ {' '.join(['pytest', *args])}" + "".join(f"   ({k}={v})" for k, v in env.items()))
-    run_env = {**os.environ, **env}
+    cmd += args
+    run_env = {**os.environ, **env, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
     run_env.pop("CI", None)
     result = subprocess.run(cmd, cwd=cwd, env=run_env, capture_output=True, text=True, check=False)
     print(result.stdout + result.stderr)

@@ -504,7 +504,10 @@ def test_config_table_and_placeholders(project):
     result = project.run("--memcheck-update")
     assert result.ret == 0
     result.stdout.fnmatch_lines(
-        ["memcheck: meter python, tolerance 50%, floor 64.0 KiB (pyproject.toml)*"]
+        [
+            "memcheck: meter python, tolerance 50%, floor 64.0 KiB (pyproject.toml), "
+            "baselines in mem/cpython-3.*/, update: changed"
+        ]
     )
     py = f"{sys.version_info[0]}.{sys.version_info[1]}"
     assert (project.path / "mem" / f"cpython-{py}" / "test_sized.toml").exists()

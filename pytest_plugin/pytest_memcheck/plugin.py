@@ -700,7 +700,7 @@ class Manager:
         where = f" ({Path(source).name})" if source else ""
         return (
             f"memcheck: meter {self.engine.meter}, {self.engine.thresholds}{where}, "
-            f"baselines {self._rel(self.engine.baseline_dir)}{mode}"
+            f"baselines in {self._rel(self.engine.baseline_dir)}/{mode}"
         )
 
     def _rel(self, path: Any) -> str:
