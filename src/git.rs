@@ -55,7 +55,10 @@ impl Repo {
     /// The commit a revision names, with an error that says how to get it.
     pub fn commit(&self, rev: &str) -> Result<git2::Commit<'_>> {
         let object = self.repo.revparse_single(rev).map_err(|e| {
-            let hint = if self.repo.is_shallow() {
+            let unborn = matches!(self.repo.head(), Err(e) if e.code() == git2::ErrorCode::UnbornBranch);
+            let hint = if unborn {
+                "the repository has no commit yet: commit the baseline files, and compare with them from then on"
+            } else if self.repo.is_shallow() {
                 "this is a shallow clone: fetch the history (`git fetch --unshallow`, or `fetch-depth: 0` in actions/checkout)"
             } else if rev.contains('/') {
                 "fetch it first, e.g. `git fetch origin main`"

@@ -283,3 +283,17 @@ def test_update_from_results_writes_where_the_run_read(project, monkeypatch):
     assert accepted.returncode == 0, accepted.stderr
     assert not (project.path / "baselines").exists()
     assert project.run("--memcheck", *dirs).ret == 0
+
+
+def test_diff_in_a_repository_without_commits_says_what_to_do(project):
+    project.pytester.makepyfile(test_suite=SUITE)
+    git(project.path, "init", "-q", "-b", "main")
+    assert project.run("--memcheck-update").ret == 0
+    result = memcheck(project.path, "diff")
+    assert result.returncode == 2
+    assert "the repository has no commit yet: commit the baseline files" in result.stderr, (
+        result.stderr
+    )
+    git(project.path, "add", "-A")
+    git(project.path, "commit", "-q", "-m", "baselines")
+    assert memcheck(project.path, "diff").stdout == "no baseline changed\n"
