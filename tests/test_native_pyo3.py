@@ -140,10 +140,13 @@ fn natrs(m: &Bound<'_, PyModule>) -> PyResult<()> {
 
 
 def write(path: Path, text: str) -> None:
-    """Write `text` unless the file holds it already (cargo rebuilds what is newer)."""
+    """Write `text` unless the file holds it already (cargo rebuilds what is newer), whole at
+    once: another session (an xdist worker) may be reading it."""
     if not path.exists() or path.read_text() != text:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}")
+        temporary.write_text(text)
+        os.replace(temporary, path)
 
 
 @pytest.fixture(scope="session")
@@ -157,9 +160,9 @@ def natrs() -> Path:
     crate = CACHE / "crate"
     write(crate / "Cargo.toml", MANIFEST.replace("PYO3", pyo3))
     write(crate / "src" / "lib.rs", SOURCE)
-    if not (crate / "Cargo.lock").exists():
-        # The versions our own build uses, all in cargo's cache already.
-        (crate / "Cargo.lock").write_text(lock)
+    # The versions our own build uses, all in cargo's cache already (cargo trims it to the
+    # crate's own, so it is written again each session: a change of ours is always followed).
+    write(crate / "Cargo.lock", lock)
     target = CACHE / "target"
     env = {
         **os.environ,
