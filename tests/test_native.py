@@ -146,6 +146,17 @@ static PyObject *mremap_last(PyObject *m, PyObject *a) {
     maplens[nmaps - 1] = n;
     Py_RETURN_NONE;
 }
+#ifndef MREMAP_DONTUNMAP
+#define MREMAP_DONTUNMAP 4
+#endif
+/* Move the last kept mapping's pages, leaving its old range mapped: both kept. */
+static PyObject *mremap_dontunmap_last(PyObject *m, PyObject *unused) {
+    void *old = maps[nmaps - 1];
+    size_t n = maplens[nmaps - 1];
+    void *p = mremap(old, n, n, MREMAP_MAYMOVE | MREMAP_DONTUNMAP);
+    if (p == MAP_FAILED) return PyErr_SetFromErrno(PyExc_OSError);
+    return keep_map(p, n);
+}
 static PyObject *file_mmap_keep(PyObject *m, PyObject *args) {
     const char *path;
     Py_ssize_t n;
@@ -193,6 +204,7 @@ static PyMethodDef methods[] = {
     {"munmap_part", munmap_part, METH_VARARGS, NULL},
     {"mmap_fixed", mmap_fixed, METH_VARARGS, NULL},
     {"mremap_last", mremap_last, METH_O, NULL},
+    {"mremap_dontunmap_last", mremap_dontunmap_last, METH_NOARGS, NULL},
     {"file_mmap_keep", file_mmap_keep, METH_VARARGS, NULL},
     {"munmap_all", munmap_all, METH_NOARGS, NULL},
     {"page_size", page_size, METH_NOARGS, NULL},
@@ -434,6 +446,13 @@ def test_mremap_shrink():
     nat.mmap_keep(5 * P)
     nat.mremap_last(2 * P - 100)
 
+def test_mremap_leaving_the_old_range_mapped():
+    nat.mmap_keep(3 * P)
+    try:
+        nat.mremap_dontunmap_last()
+    except OSError:
+        pytest.skip("MREMAP_DONTUNMAP refused by this kernel")  # before Linux 5.7, or a sandbox's
+
 def test_file_mapping():
     nat.file_mmap_keep(__file__, 2 * P)
 
@@ -465,7 +484,9 @@ def test_anonymous_mappings_count_in_whole_pages(native_project):
     """mmap (the symbol mmap64 too), partial munmap, MAP_FIXED over counted pages, mremap: to
     the byte, in pages; file mappings and glibc's own mappings never count."""
     native_project.pytester.makepyfile(test_maps=MAPPINGS, test_older=OLDER)
-    result = native_project.run("--memcheck-update", "--memcheck-native", "--memcheck-confirm=no")
+    result = native_project.run(
+        "--memcheck-update", "--memcheck-native", "--memcheck-confirm=no", "-rs"
+    )
     assert result.ret == 0, result.stdout.str()
     page = os.sysconf("SC_PAGE_SIZE")
 
@@ -482,6 +503,12 @@ def test_anonymous_mappings_count_in_whole_pages(native_project):
                 if k != "memcheck"
             }
         )
+    # MREMAP_DONTUNMAP: the pages moved, the old range still mapped (to fault in anew).
+    dontunmap = got.pop("test_mremap_leaving_the_old_range_mapped", None)
+    if dontunmap is None:
+        result.stdout.fnmatch_lines(["*SKIPPED*MREMAP_DONTUNMAP refused by this kernel*"])
+    else:
+        assert dontunmap == (6 * page, 6 * page)
     assert got == {
         "test_anonymous_kept": (up(10_000),) * 2,
         "test_the_symbol_mmap": (up(5000),) * 2,

@@ -416,8 +416,9 @@ mod imp {
                 .range(..=from)
                 .next_back()
                 .is_some_and(|(_, &e)| e > from);
-            // A zero old length duplicates a shared mapping and leaves it in place.
-            if old_len > 0 {
+            // A zero old length duplicates a shared mapping, and MREMAP_DONTUNMAP moves the
+            // pages but leaves the old range mapped (empty, to fault in anew): both keep it.
+            if old_len > 0 && flags & libc::MREMAP_DONTUNMAP == 0 {
                 forget(&mut maps, from, from.saturating_add(pages(old_len)));
             }
             let (start, len) = (p as usize, pages(new_len));
