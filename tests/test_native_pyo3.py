@@ -29,7 +29,7 @@ TOOLCHAIN = {
     "CARGO_HOME": os.environ.get("CARGO_HOME", str(HOME / ".cargo")),
 }
 # The crate and its target directory stay between runs: a second build only relinks, if that.
-CACHE = HOME / ".cache" / "pytest-memcheck" / "natrs"
+CACHE = Path(os.environ.get("XDG_CACHE_HOME") or HOME / ".cache") / "pytest-memcheck" / "natrs"
 
 MANIFEST = """
 [package]
