@@ -2,8 +2,9 @@
 //!
 //! Opt-in (`--memcheck-native`). When switched on, the imported entries (GOT slots, and data
 //! words that hold a function pointer) of `malloc`, `calloc`, `realloc`, `reallocarray`,
-//! `free`, `posix_memalign`, `aligned_alloc`, `memalign`, `valloc`, `pvalloc`, `strdup` and
-//! `strndup` are redirected to the functions below in every loaded object but these:
+//! `free`, `posix_memalign`, `aligned_alloc`, `memalign`, `valloc`, `pvalloc`, `strdup`,
+//! `strndup`, `mmap`, `mmap64`, `munmap` and `mremap` are redirected to the functions below in
+//! every loaded object but these:
 //! - the interpreter: the main program and libpython (the object that holds `PyMem_RawMalloc`).
 //!   Its calls are Python's; its RAW domain is already counted by the python meter;
 //! - the C runtime (libc, the dynamic loader, libm, libpthread, libdl, librt, libutil, the
@@ -34,6 +35,18 @@
 //! hooks (an allocator an extension installed with `PyMem_SetAllocator`) is part of that block.
 //! Threads that predate the run are left out, as in the python meter.
 //!
+//! Anonymous mappings (`mmap` with MAP_ANONYMOUS, private or shared; `mmap64` is the name an
+//! extension built with Python.h imports, its 64-bit file offsets asked for) count too, in the
+//! same ledger under a key space of their own, by their length rounded up to whole pages (what
+//! the kernel maps). A range map (`MAPS`) knows the counted pages: a `munmap` of part of a
+//! mapping, or across several, leaves what is left of each counted; a mapping made over counted
+//! pages (MAP_FIXED, a file's too) replaces them; `mremap` of a counted mapping counts it at its
+//! new place and size, the old pages gone (as `realloc`). File mappings never count, nor a
+//! mapping from before the window (an `mremap` of it included: whether it was anonymous is not
+//! known). The C runtime's own mappings (glibc's `malloc` maps big blocks itself) are not seen,
+//! as libc is not redirected: such a block counts once, by its `malloc`. Mapping calls take a
+//! lock and are counted only at a thread's outermost allocator call, as the rest.
+//!
 //! Hazards: the redirections stay in place for the rest of the process once made (a thread may
 //! be calling through a slot; a function pointer may have been copied), so every function here
 //! forwards at once when no window is open: one atomic load. A failed redirection (mprotect
@@ -41,9 +54,10 @@
 
 #[cfg(all(target_os = "linux", target_pointer_width = "64", target_env = "gnu"))]
 mod imp {
+    use std::collections::BTreeMap;
     use std::ffi::{c_char, c_int, c_void};
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::*};
-    use std::sync::{Mutex, OnceLock};
+    use std::sync::{Mutex, MutexGuard, OnceLock};
 
     use super::super::elf::{each_object, load_counts, Object};
     use super::super::hooks::{counts_here, outermost};
@@ -259,6 +273,163 @@ mod imp {
         p
     }
 
+    /// Anonymous mappings counted in the window: start → end, page-aligned, never overlapping.
+    /// Each is an entry of the ledger's `MAPPED` key space, keyed by its start. Taken only in a
+    /// thread's outermost allocator call, and held across the system call, so that no other
+    /// thread maps the same addresses between the call and its bookkeeping. Our own calls made
+    /// while it is held (the diagnosis's unwinder) are not outermost: they never wait on it.
+    static MAPS: Mutex<BTreeMap<usize, usize>> = Mutex::new(BTreeMap::new());
+    /// The ledger's key space for mappings, apart from the blocks of the malloc family.
+    const MAPPED: u32 = u32::from_be_bytes(*b"mmap");
+
+    fn maps() -> MutexGuard<'static, BTreeMap<usize, usize>> {
+        MAPS.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `len` rounded up to whole pages, as the kernel maps and unmaps it.
+    fn pages(len: usize) -> usize {
+        static PAGE: OnceLock<usize> = OnceLock::new();
+        // SAFETY: sysconf has no preconditions.
+        let page = *PAGE.get_or_init(|| match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+            n if n > 0 => n as usize,
+            _ => 4096,
+        });
+        len.div_ceil(page).saturating_mul(page)
+    }
+
+    /// The counted pages of [start, end) are gone (unmapped, replaced, moved): a mapping wholly
+    /// inside stops counting, one across an edge keeps counting what is left of it.
+    fn forget(maps: &mut BTreeMap<usize, usize>, start: usize, end: usize) {
+        // Ranges never overlap, so their ends rise with their starts: those that begin before
+        // `end` and end after `start`, newest start first.
+        let overlapping: Vec<(usize, usize)> = maps
+            .range(..end)
+            .rev()
+            .take_while(|&(_, &e)| e > start)
+            .map(|(&s, &e)| (s, e))
+            .collect();
+        for (s, e) in overlapping {
+            maps.remove(&s);
+            ledger().untrack(MAPPED, s);
+            let mut pieces = [(0, 0); 2];
+            let mut n = 0;
+            for (from, to) in [(s, start), (end, e)] {
+                if from < to {
+                    maps.insert(from, to);
+                    ledger().track(MAPPED, from, (to - from) as u64);
+                    pieces[n] = (from, (to - from) as u64);
+                    n += 1;
+                }
+            }
+            if native_sites::on() {
+                native_sites::carved(s, &pieces[..n]);
+            }
+        }
+    }
+
+    /// A new counted mapping.
+    fn mapped(maps: &mut BTreeMap<usize, usize>, start: usize, len: usize) {
+        maps.insert(start, start + len);
+        ledger().track(MAPPED, start, len as u64);
+        if native_sites::on() {
+            native_sites::record(start, len as u64);
+        }
+    }
+
+    /// `mmap` and `mmap64` (one function on 64-bit glibc): an anonymous mapping (private or
+    /// shared) counts its length in whole pages; a file's does not. Whatever a mapping replaces
+    /// (MAP_FIXED) is gone.
+    extern "C" fn mmap(
+        addr: *mut c_void,
+        len: usize,
+        prot: c_int,
+        flags: c_int,
+        fd: c_int,
+        offset: libc::off_t,
+    ) -> *mut c_void {
+        // SAFETY: the kernel's call, with the caller's arguments.
+        let call = || unsafe { libc::mmap(addr, len, prot, flags, fd, offset) };
+        if !ACTIVE.load(Acquire) {
+            return call();
+        }
+        let Some(_outer) = outermost() else {
+            return call();
+        };
+        let mut maps = maps();
+        let p = call();
+        if p != libc::MAP_FAILED {
+            let (start, len) = (p as usize, pages(len));
+            forget(&mut maps, start, start.saturating_add(len));
+            if flags & libc::MAP_ANONYMOUS != 0 && counts_here() {
+                mapped(&mut maps, start, len);
+            }
+        }
+        p
+    }
+
+    /// Unmapped pages stop counting, whichever thread unmaps them, as a free.
+    extern "C" fn munmap(addr: *mut c_void, len: usize) -> c_int {
+        // SAFETY: as above.
+        let call = || unsafe { libc::munmap(addr, len) };
+        if !ACTIVE.load(Acquire) {
+            return call();
+        }
+        let Some(_outer) = outermost() else {
+            return call();
+        };
+        let mut maps = maps();
+        let r = call();
+        if r == 0 {
+            let start = addr as usize;
+            forget(&mut maps, start, start.saturating_add(pages(len)));
+        }
+        r
+    }
+
+    /// `mremap` is variadic in C (`new_address` follows `flags` only with MREMAP_FIXED). On the
+    /// 64-bit Linux ABIs a variadic pointer argument travels where a fifth named one does, so
+    /// this reads it as one and passes it on: the kernel reads it only with MREMAP_FIXED.
+    ///
+    /// A counted mapping keeps counting at its new place and size (its old pages are gone, as by
+    /// `realloc`); a mapping the window did not count (from before it, or a file's) still does
+    /// not: whether it was anonymous is not known.
+    extern "C" fn mremap(
+        old: *mut c_void,
+        old_len: usize,
+        new_len: usize,
+        flags: c_int,
+        new_address: *mut c_void,
+    ) -> *mut c_void {
+        // SAFETY: as above.
+        let call = || unsafe { libc::mremap(old, old_len, new_len, flags, new_address) };
+        if !ACTIVE.load(Acquire) {
+            return call();
+        }
+        let Some(_outer) = outermost() else {
+            return call();
+        };
+        let mut maps = maps();
+        let p = call();
+        if p != libc::MAP_FAILED {
+            let from = old as usize;
+            let counted = maps
+                .range(..=from)
+                .next_back()
+                .is_some_and(|(_, &e)| e > from);
+            // A zero old length duplicates a shared mapping, and MREMAP_DONTUNMAP moves the
+            // pages but leaves the old range mapped (empty, to fault in anew): both keep it.
+            if old_len > 0 && flags & libc::MREMAP_DONTUNMAP == 0 {
+                forget(&mut maps, from, from.saturating_add(pages(old_len)));
+            }
+            let (start, len) = (p as usize, pages(new_len));
+            forget(&mut maps, start, start.saturating_add(len));
+            if counted && counts_here() {
+                mapped(&mut maps, start, len);
+            }
+        }
+        p
+    }
+
     /// An extension releases the GIL (`Py_BEGIN_ALLOW_THREADS`): a diagnosing run keeps the
     /// Python frames of the moment for the allocations made without it (`native_sites`).
     extern "C" fn save_thread() -> *mut pyo3::ffi::PyThreadState {
@@ -289,7 +460,7 @@ mod imp {
     const DLOPEN: &[u8] = b"dlopen";
     const TRACK: &[u8] = b"PyTraceMalloc_Track";
 
-    fn replacements() -> [(&'static [u8], usize); 15] {
+    fn replacements() -> [(&'static [u8], usize); 19] {
         [
             (b"malloc", malloc as *const () as usize),
             (b"calloc", calloc as *const () as usize),
@@ -303,6 +474,10 @@ mod imp {
             (b"pvalloc", pvalloc_hook as *const () as usize),
             (b"strdup", strdup as *const () as usize),
             (b"strndup", strndup as *const () as usize),
+            (b"mmap", mmap as *const () as usize),
+            (b"mmap64", mmap as *const () as usize),
+            (b"munmap", munmap as *const () as usize),
+            (b"mremap", mremap as *const () as usize),
             (b"PyEval_SaveThread", save_thread as *const () as usize),
             (
                 b"PyEval_RestoreThread",
@@ -424,6 +599,7 @@ mod imp {
     pub fn open() -> Option<String> {
         scan();
         ledger().reset();
+        maps().clear();
         ACTIVE.store(true, Release);
         failure()
     }
@@ -431,6 +607,45 @@ mod imp {
     pub fn close() -> Totals {
         ACTIVE.store(false, Release);
         ledger().totals()
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn unmapping_keeps_what_is_left_of_each_mapping() {
+            let mut maps = BTreeMap::new();
+            ledger().reset();
+            mapped(&mut maps, 0x10000, 0x8000);
+            mapped(&mut maps, 0x20000, 0x2000);
+            forget(&mut maps, 0x12000, 0x14000); // a hole
+            let left = [(0x10000, 0x12000), (0x14000, 0x18000), (0x20000, 0x22000)];
+            assert_eq!(maps, BTreeMap::from(left));
+            forget(&mut maps, 0x11000, 0x21000); // across all three
+            assert_eq!(
+                maps,
+                BTreeMap::from([(0x10000, 0x11000), (0x21000, 0x22000)])
+            );
+            let totals = ledger().totals();
+            assert_eq!((totals.current, totals.peak), (0x2000, 0xa000));
+            forget(&mut maps, 0x30000, 0x40000); // nothing counted there
+            forget(&mut maps, 0, usize::MAX);
+            assert!(maps.is_empty());
+            assert_eq!(ledger().totals().current, 0);
+            ledger().reset();
+        }
+
+        #[test]
+        fn lengths_round_up_to_whole_pages() {
+            let page = pages(1);
+            assert!(page >= 4096 && page.is_power_of_two());
+            assert_eq!(
+                (pages(0), pages(page), pages(page + 1)),
+                (0, page, 2 * page)
+            );
+            assert_eq!(pages(usize::MAX), usize::MAX); // saturates: no mapping is that long
+        }
     }
 }
 

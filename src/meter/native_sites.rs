@@ -364,6 +364,20 @@ mod imp {
         }
     }
 
+    /// A recorded mapping partly unmapped: what is left of it, `pieces` (address, bytes), stays
+    /// its site's.
+    pub(crate) fn carved(addr: usize, pieces: &[(usize, u64)]) {
+        if let Some(state) = state().as_mut() {
+            let site = state.blocks.get(&addr).map(|&(site, _)| site);
+            state.remove(addr);
+            for &(piece, bytes) in pieces {
+                if let Some(site) = site {
+                    state.insert(piece, site, bytes);
+                }
+            }
+        }
+    }
+
     /// Open a native window that records sites. Err when native memory is not counted.
     pub fn start() -> Result<(), String> {
         if !native::enabled() {
@@ -607,6 +621,7 @@ mod imp {
     pub(crate) fn gil_released() {}
     pub(crate) fn gil_taken() {}
     pub(crate) fn released(_addr: usize) {}
+    pub(crate) fn carved(_addr: usize, _pieces: &[(usize, u64)]) {}
 
     pub fn start() -> Result<(), String> {
         Err("native memory is counted on Linux (64-bit, glibc) only".into())
@@ -617,5 +632,5 @@ mod imp {
     }
 }
 
-pub(crate) use imp::{gil_released, gil_taken, record, released};
+pub(crate) use imp::{carved, gil_released, gil_taken, record, released};
 pub use imp::{start, stop};
