@@ -97,6 +97,10 @@ pub struct Entry {
     pub native_peak: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub native_retained: Option<u64>,
+    /// Python and native memory live at the same moment, at most: recorded beside the native
+    /// figures, informational like `allocations` (not gated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub combined_peak: Option<u64>,
 }
 
 impl Entry {
@@ -279,6 +283,9 @@ impl BaselineFile {
         for (key, e) in &self.entries {
             let _ = writeln!(out, "\n[{}]", toml_key(key));
             let _ = writeln!(out, "allocations = {}", e.allocations);
+            if let Some(v) = e.combined_peak {
+                let _ = writeln!(out, "combined_peak = {v}");
+            }
             let _ = writeln!(out, "cycles = {}", e.cycles);
             if let Some(v) = e.native_peak {
                 let _ = writeln!(out, "native_peak = {v}");

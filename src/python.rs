@@ -23,7 +23,7 @@ impl Measurement {
     #[new]
     // Python's constructor: one keyword argument per figure, as the stub shows.
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (peak, retained, allocations=0, cycles=0, disturbed=None, *, peak_max=None, retained_max=None, native_peak=None, native_retained=None))]
+    #[pyo3(signature = (peak, retained, allocations=0, cycles=0, disturbed=None, *, peak_max=None, retained_max=None, native_peak=None, native_retained=None, combined_peak=None))]
     fn new(
         peak: u64,
         retained: u64,
@@ -34,6 +34,7 @@ impl Measurement {
         retained_max: Option<u64>,
         native_peak: Option<u64>,
         native_retained: Option<u64>,
+        combined_peak: Option<u64>,
     ) -> Self {
         Measurement {
             peak,
@@ -45,6 +46,7 @@ impl Measurement {
             retained_max,
             native_peak,
             native_retained,
+            combined_peak,
         }
     }
 
@@ -70,6 +72,9 @@ impl Measurement {
         }
         if let (Some(p), Some(r)) = (self.native_peak, self.native_retained) {
             spread.push_str(&format!(", native_peak={p}, native_retained={r}"));
+        }
+        if let Some(c) = self.combined_peak {
+            spread.push_str(&format!(", combined_peak={c}"));
         }
         format!(
             "Measurement(peak={}, retained={}, allocations={}, cycles={}, disturbed={:?}{spread})",

@@ -33,8 +33,11 @@ pub fn failure_message(r: &TestResult, update_hint: &str) -> String {
                 r.measured.cycles
             ));
             if let (Some(p), Some(k)) = (r.measured.native_peak, r.measured.native_retained) {
+                let together = r.measured.combined_peak.map_or(String::new(), |c| {
+                    format!("; python and native at one moment: at most {}", format_size(c))
+                });
                 lines.push(format!(
-                    "  native (malloc family of extensions): peak {}, retained {}",
+                    "  native (malloc family of extensions): peak {}, retained {}{together}",
                     format_size(p),
                     format_size(k)
                 ));

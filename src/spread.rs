@@ -33,6 +33,7 @@ fn least(runs: &[Entry]) -> Entry {
         cycles: min(|e| e.cycles),
         native_peak: min_counted(|e| e.native_peak),
         native_retained: min_counted(|e| e.native_retained),
+        combined_peak: min_counted(|e| e.combined_peak),
         ..Entry::default()
     }
 }

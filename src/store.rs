@@ -271,6 +271,7 @@ impl Store {
                     if let Some(old) = file.entries.get(&key) {
                         measured.native_peak = old.native_peak;
                         measured.native_retained = old.native_retained;
+                        measured.combined_peak = old.combined_peak;
                     }
                 }
                 if !keep && file.entries.get(&key) != Some(&measured) {

@@ -338,6 +338,45 @@ def test_native_figures_equal_the_requested_sizes(native_project):
     assert data["test_pymem_from_an_extension_is_not_native"]["peak"] >= 5000
 
 
+def test_the_combined_peak_is_what_was_live_at_one_moment(native_project):
+    # Python and native memory of 1 MB each: at different moments the two live together reach
+    # about 1 MB (less than peak + native_peak), at the same moment 2 MB.
+    native_project.pytester.makepyfile(
+        test_combined="""
+        import nat
+
+        def test_apart():
+            data = bytearray(1_000_000)
+            del data
+            nat.malloc_free(1_000_000)
+
+        def test_together():
+            data = bytearray(1_000_000)
+            nat.malloc_free(1_000_000)
+            assert data
+
+        def test_python_only():
+            data = bytearray(1_000_000)
+            assert data
+        """
+    )
+    update = ("--memcheck-update", "--memcheck-native", "--memcheck-confirm=no")
+    assert native_project.run(*update).ret == 0
+    data = native_project.baselines("test_combined.toml")
+    apart, together = data["test_apart"], data["test_together"]
+    for e in (apart, together):
+        assert e["native_peak"] == 1_000_000
+        assert 1_000_000 <= e["peak"] < 1_010_000
+        assert max(e["peak"], e["native_peak"]) <= e["combined_peak"] <= e["peak"] + 1_000_000
+    assert apart["combined_peak"] < 1_010_000, apart
+    assert together["combined_peak"] >= 2_000_000, together
+    assert data["test_python_only"]["combined_peak"] == data["test_python_only"]["peak"]
+    # without native counting there is no combined figure, and an update keeps the old one
+    assert native_project.run("--memcheck-update=all", "--memcheck-confirm=no").ret == 0
+    kept = native_project.baselines("test_combined.toml")["test_together"]["combined_peak"]
+    assert kept == together["combined_peak"]
+
+
 def test_free_of_a_block_from_before_the_window_is_ignored(native_project):
     native_project.pytester.makepyfile(
         test_before="""

@@ -56,6 +56,7 @@ class Measurement:
     retained_max: int | None
     native_peak: int | None
     native_retained: int | None
+    combined_peak: int | None
     def __new__(
         cls,
         peak: int,
@@ -68,6 +69,7 @@ class Measurement:
         retained_max: int | None = None,
         native_peak: int | None = None,
         native_retained: int | None = None,
+        combined_peak: int | None = None,
     ) -> Measurement: ...
     def least(self, other: Measurement) -> Measurement: ...
 

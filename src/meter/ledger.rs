@@ -263,6 +263,30 @@ pub struct Tally {
     allocations: AtomicU64,
 }
 
+/// Python and native memory live together, while a window counts both (`--memcheck-native`):
+/// every ledger's change goes here too, so its peak is the highest the two reached *at the
+/// same moment* — at most `peak + native_peak`, less when their peaks came at different times.
+static COMBINED: Tally = Tally::new();
+static COMBINING: AtomicBool = AtomicBool::new(false);
+
+/// Start counting the combined total from zero. Call it when every ledger is empty (a window
+/// opening) and before any of them counts.
+pub fn start_combined() {
+    COMBINED.current.store(0, Relaxed);
+    COMBINED.peak.store(0, Relaxed);
+    COMBINING.store(true, Relaxed);
+}
+
+/// Stop counting the combined total.
+pub fn stop_combined() {
+    COMBINING.store(false, Relaxed);
+}
+
+/// The combined total's peak, of the last window that counted it.
+pub fn combined_peak() -> u64 {
+    COMBINED.peak.load(Relaxed)
+}
+
 /// What a window measured.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Totals {
@@ -272,8 +296,16 @@ pub struct Totals {
 }
 
 impl Tally {
+    const fn new() -> Self {
+        Tally {
+            current: AtomicU64::new(0),
+            peak: AtomicU64::new(0),
+            allocations: AtomicU64::new(0),
+        }
+    }
+
     #[inline]
-    fn add(&self, size: u64) {
+    fn bump(&self, size: u64) {
         let now = self.current.fetch_add(size, Relaxed).wrapping_add(size);
         if now > self.peak.load(Relaxed) {
             self.peak.fetch_max(now, Relaxed);
@@ -281,8 +313,19 @@ impl Tally {
     }
 
     #[inline]
+    fn add(&self, size: u64) {
+        self.bump(size);
+        if COMBINING.load(Relaxed) {
+            COMBINED.bump(size);
+        }
+    }
+
+    #[inline]
     fn sub(&self, size: u64) {
         self.current.fetch_sub(size, Relaxed);
+        if COMBINING.load(Relaxed) {
+            COMBINED.current.fetch_sub(size, Relaxed);
+        }
     }
 }
 
@@ -318,7 +361,11 @@ impl Ledger {
     /// Undo `released` for a block whose realloc failed (the block is still live).
     pub fn restore(&self, addr: usize, entry: Entry) {
         self.blocks.insert_entry(addr, entry);
+        // back to where it was before `released`: not a new high
         self.tally.current.fetch_add(entry.charged, Relaxed);
+        if COMBINING.load(Relaxed) {
+            COMBINED.current.fetch_add(entry.charged, Relaxed);
+        }
     }
 
     /// The new block of a realloc, by the outermost call of a thread. `credit` is how many of

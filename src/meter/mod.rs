@@ -113,6 +113,9 @@ pub struct Measurement {
     /// Native memory (the malloc family called by extensions), when it is counted (`native.rs`).
     pub native_peak: Option<u64>,
     pub native_retained: Option<u64>,
+    /// The highest total of python and native memory live at the same moment, when native
+    /// memory is counted: informational, not gated (`ledger::start_combined`).
+    pub combined_peak: Option<u64>,
 }
 
 impl Measurement {
@@ -134,6 +137,7 @@ impl Measurement {
             retained_max: None,
             native_peak: least(self.native_peak, other.native_peak),
             native_retained: least(self.native_retained, other.native_retained),
+            combined_peak: least(self.combined_peak, other.combined_peak),
         }
     }
 
@@ -148,6 +152,7 @@ impl Measurement {
             retained_max: self.retained_max,
             native_peak: self.native_peak,
             native_retained: self.native_retained,
+            combined_peak: self.combined_peak,
         }
     }
 
@@ -163,6 +168,7 @@ impl Measurement {
             retained_max: e.retained_max,
             native_peak: e.native_peak,
             native_retained: e.native_retained,
+            combined_peak: e.combined_peak,
         }
     }
 }

@@ -600,12 +600,15 @@ mod imp {
         scan();
         ledger().reset();
         maps().clear();
+        // The python ledger is empty and not counting yet either (it starts after this).
+        super::super::ledger::start_combined();
         ACTIVE.store(true, Release);
         failure()
     }
 
     pub fn close() -> Totals {
         ACTIVE.store(false, Release);
+        super::super::ledger::stop_combined();
         ledger().totals()
     }
 

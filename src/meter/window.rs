@@ -432,6 +432,7 @@ impl Window {
                     let native = native::close();
                     m.native_peak = Some(native.peak);
                     m.native_retained = Some(native.current);
+                    m.combined_peak = Some(super::ledger::combined_peak());
                 }
                 let intact = hooks::uninstall();
                 m.peak = totals.peak;
