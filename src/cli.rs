@@ -239,9 +239,30 @@ fn run(cli: Cli, here: &Here) -> Result<i32> {
                 Some(rev) => config::load_at(&repo, rev, &root_rel)?,
                 None => config::load(&root, &BTreeMap::new())?,
             };
+            // The markers of the test modules with baselines: a marker's limit replaces the
+            // baseline's, so a PR can loosen the gate there without touching a baseline.
+            let modules: std::collections::BTreeSet<&String> =
+                before.keys().chain(after.keys()).collect();
+            let mut markers = Vec::new();
+            for module in modules {
+                let in_repo = slashed(&Path::new(&root_rel).join(module));
+                let old_text = repo.read_at(&old_rev, &in_repo)?;
+                let new_text = match &new {
+                    Some(rev) => repo.read_at(rev, &in_repo)?,
+                    None => std::fs::read_to_string(root.join(module)).ok(),
+                };
+                markers.extend(marker_change(module, old_text, new_text));
+            }
             print!(
                 "{}",
-                diff(&before, &after, format, &old_settings, &new_settings)
+                diff(
+                    &before,
+                    &after,
+                    format,
+                    &old_settings,
+                    &new_settings,
+                    &markers
+                )
             );
             Ok(0)
         }
@@ -657,6 +678,53 @@ struct EnvironmentChange {
     new: String,
 }
 
+/// The memory markers of a test module that differ between two revisions: lines holding
+/// `mark.memcheck`, `mark.limit_memory` or `mark.limit_leaks`, compared as text. A marker can
+/// loosen the gate as surely as a raised baseline (an absolute limit above it, `skip=True`,
+/// `gate_retained=False`, a marker removed), and a text comparison cannot tell looser from
+/// tighter: every change counts as a raise, for a reviewer to look at.
+#[derive(serde::Serialize)]
+struct MarkerChange {
+    module: String,
+    removed: Vec<String>,
+    added: Vec<String>,
+}
+
+const MARKERS: [&str; 3] = ["mark.memcheck", "mark.limit_memory", "mark.limit_leaks"];
+
+fn marker_lines(text: Option<&str>) -> Vec<String> {
+    text.unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#') && MARKERS.iter().any(|m| l.contains(m)))
+        .map(str::to_string)
+        .collect()
+}
+
+fn marker_change(module: &str, old: Option<String>, new: Option<String>) -> Option<MarkerChange> {
+    let (old, new) = (marker_lines(old.as_deref()), marker_lines(new.as_deref()));
+    // Multisets: a line kept but moved is no change; one more copy of it is.
+    let minus = |a: &[String], b: &[String]| {
+        let mut rest = b.to_vec();
+        a.iter()
+            .filter(|l| match rest.iter().position(|r| r == *l) {
+                Some(i) => {
+                    rest.remove(i);
+                    false
+                }
+                None => true,
+            })
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let (removed, added) = (minus(&old, &new), minus(&new, &old));
+    (!removed.is_empty() || !added.is_empty()).then(|| MarkerChange {
+        module: module.to_string(),
+        removed,
+        added,
+    })
+}
+
 fn environment_changes(
     before: &BTreeMap<String, BaselineFile>,
     after: &BTreeMap<String, BaselineFile>,
@@ -795,13 +863,15 @@ fn diff(
     format: Format,
     old_settings: &Settings,
     settings: &Settings,
+    markers: &[MarkerChange],
 ) -> String {
     let changes = changes(before, after, &old_settings.tolerance, &settings.tolerance);
     let settings_changed = setting_changes(old_settings, settings);
     let environments = environment_changes(before, after);
     // A loosened setting raises every limit; a file moved to another environment un-gates its
-    // tests where the old one runs: each counts as a raise.
-    let settings_raised = settings_changed.iter().filter(|s| s.raised).count() + environments.len();
+    // tests where the old one runs; changed markers may loosen the gate: each counts as a raise.
+    let settings_raised =
+        settings_changed.iter().filter(|s| s.raised).count() + environments.len() + markers.len();
     if let Format::Json = format {
         let mut counts: BTreeMap<&str, usize> =
             [Kind::Raised, Kind::New, Kind::Lowered, Kind::Removed]
@@ -817,6 +887,7 @@ fn diff(
             "changes": changes,
             "settings": settings_changed,
             "environments": environments,
+            "markers": markers,
         });
         return serde_json::to_string_pretty(&doc).expect("diff serializes") + "\n";
     }
@@ -845,6 +916,19 @@ fn diff(
             cell(&e.module),
             cell(&e.old),
             cell(&e.new)
+        ));
+    }
+    for m in markers {
+        let lines: Vec<String> = m
+            .removed
+            .iter()
+            .map(|l| format!("− {}", cell(l)))
+            .chain(m.added.iter().map(|l| format!("+ {}", cell(l))))
+            .collect();
+        head.push_str(&format!(
+            "markers of {}: {} (raised: a marker can loosen the gate; review it)\n",
+            cell(&m.module),
+            lines.join(", ")
         ));
     }
     if !head.is_empty() && matches!(format, Format::Markdown) {
@@ -1096,6 +1180,7 @@ mod tests {
             Format::Markdown,
             &Settings::default(),
             &Settings::default(),
+            &[],
         );
         assert!(md.starts_with("| test"), "{md}");
         assert!(md.contains("| raised |"), "{md}");
@@ -1106,6 +1191,7 @@ mod tests {
             Format::Json,
             &Settings::default(),
             &Settings::default(),
+            &[],
         ))
         .unwrap();
         assert_eq!(json["counts"]["raised"], 1);
@@ -1157,6 +1243,7 @@ mod tests {
             Format::Table,
             &Settings::default(),
             &Settings::default(),
+            &[],
         );
         assert!(table.contains("native peak"), "{table}");
         // negative control: a narrower spread is no raise
@@ -1255,32 +1342,54 @@ mod tests {
         };
         assert!(setting_changes(&strict, &base)[0].raised);
         assert!(!setting_changes(&base, &strict)[0].raised);
+        // markers: changed lines, as multisets of trimmed lines; comments and moves are none
+        let old = "import pytest\n\n@pytest.mark.memcheck(peak=\"1 MiB\")\ndef test_a(): pass\n\n@pytest.mark.limit_leaks(\"1 KB\")\ndef test_b(): pass\n";
+        let moved = "import pytest\n\n@pytest.mark.limit_leaks(\"1 KB\")\ndef test_b(): pass\n\n  @pytest.mark.memcheck(peak=\"1 MiB\")\ndef test_a(): pass\n# @pytest.mark.memcheck(skip=True)\n";
+        assert!(marker_change("t.py", Some(old.into()), Some(moved.into())).is_none());
+        let loosened = old.replace("1 MiB", "1 GiB");
+        let m = marker_change("t.py", Some(old.into()), Some(loosened)).unwrap();
+        assert_eq!(m.removed, ["@pytest.mark.memcheck(peak=\"1 MiB\")"]);
+        assert_eq!(m.added, ["@pytest.mark.memcheck(peak=\"1 GiB\")"]);
+        let gone = marker_change("t.py", Some(old.into()), None).unwrap();
+        assert_eq!((gone.removed.len(), gone.added.len()), (2, 0));
+        let marked = diff(
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            Format::Table,
+            &base,
+            &base,
+            &[m],
+        );
+        assert!(
+            marked.starts_with("markers of t.py: − @pytest.mark.memcheck(peak=\"1 MiB\"), + @pytest.mark.memcheck(peak=\"1 GiB\") (raised: a marker can loosen the gate; review it)\n"),
+            "{marked}"
+        );
         assert!(setting_changes(&base, &base).is_empty());
         // the diff says so even with no baseline changed, and counts it
         let files = BTreeMap::new();
-        let text = diff(&files, &files, Format::Table, &base, &loose);
+        let text = diff(&files, &files, Format::Table, &base, &loose, &[]);
         assert!(
             text.starts_with("setting tolerance: 10% → 50% (raised: every limit rises with it)\n"),
             "{text}"
         );
         assert!(text.ends_with("no baseline changed\n"), "{text}");
         let json: serde_json::Value =
-            serde_json::from_str(&diff(&files, &files, Format::Json, &base, &loose)).unwrap();
+            serde_json::from_str(&diff(&files, &files, Format::Json, &base, &loose, &[])).unwrap();
         assert_eq!(json["counts"]["settings_raised"], 2);
         // a file re-recorded in another environment is a raise too; the same file is not
         let before = raw(&[("t", "peak = 10\nretained = 0")]);
         let mut after = before.clone();
         after.get_mut("tests/test_a.py").unwrap().env.meter = "tracemalloc".into();
-        let text = diff(&before, &after, Format::Table, &base, &base);
+        let text = diff(&before, &after, Format::Table, &base, &base, &[]);
         assert!(
             text.contains("environment of tests/test_a.py: cpython 3.11 on linux-x86_64, meter python → cpython 3.11 on linux-x86_64, meter tracemalloc (raised"),
             "{text}"
         );
         let json: serde_json::Value =
-            serde_json::from_str(&diff(&before, &after, Format::Json, &base, &base)).unwrap();
+            serde_json::from_str(&diff(&before, &after, Format::Json, &base, &base, &[])).unwrap();
         assert_eq!(json["counts"]["settings_raised"], 1);
         let json: serde_json::Value =
-            serde_json::from_str(&diff(&before, &before, Format::Json, &base, &base)).unwrap();
+            serde_json::from_str(&diff(&before, &before, Format::Json, &base, &base, &[])).unwrap();
         assert_eq!(json["counts"]["settings_raised"], 0);
     }
 

@@ -430,12 +430,47 @@ def test_a_raised_tolerance_counts_as_raised_though_no_baseline_changed(origin, 
     assert "approval needed for 1 raised baseline against origin/main" in review.stdout
     body = state()["comments"][0]["body"]
     assert (
-        "**Raised settings** let every test use more memory from now on: tolerance 10% → 300%"
+        "**Raised settings** may let tests use more memory from now on: tolerance 10% → 300%"
         in body
     )
     assert "setting tolerance: 10% → 300% (raised: every limit rises with it)" in body
     # Negative control: a tightened tolerance is listed, and needs no approval.
     runner = Runner(tmp_path, origin.checkout("tighten"), url, INPUT_REQUIRE_APPROVAL="true")
+    review = runner.job()
+    assert review.returncode == 0, review.stdout
+    assert runner.outputs["review"]["raised"] == "0"
+
+
+def test_a_loosened_marker_counts_as_raised_though_no_baseline_changed(origin, api, tmp_path):
+    """A marker's limit replaces the baseline's: raising it (or adding skip=True) loosens the
+    gate with no baseline changed, so the review lists it and it needs the approval."""
+    url, state = api
+    suite = origin.dev / "app" / "test_suite.py"
+    marked = SUITE.replace("def test_small", '@pytest.mark.memcheck(peak="4 KiB")\ndef test_small')
+    git(origin.dev, "checkout", "-q", "-b", "marked", "main")
+    suite.write_text("import pytest\n" + marked)
+    git(origin.dev, "commit", "-q", "-am", "marked")
+    git(origin.dev, "push", "-q", "origin", "marked")
+    git(origin.dev, "checkout", "-q", "-b", "loosen-marker", "marked")
+    suite.write_text("import pytest\n" + marked.replace("4 KiB", "4 GiB"))
+    git(origin.dev, "commit", "-q", "-am", "loosen-marker")
+    git(origin.dev, "push", "-q", "origin", "loosen-marker")
+    git(origin.dev, "checkout", "-q", "main")
+    runner = Runner(tmp_path, origin.checkout("loosen-marker"), url, INPUT_REQUIRE_APPROVAL="true",
+                    GITHUB_BASE_REF="marked")  # fmt: skip
+    review = runner.job()
+    assert runner.outputs["gate"]["exit-code"] == "0"
+    assert review.returncode == 1, review.stdout
+    assert runner.outputs["review"]["raised"] == "1"
+    body = state()["comments"][0]["body"]
+    assert "the memory markers of test\\_suite.py" in body, body
+    assert (
+        'markers of test\\_suite.py: − @pytest.mark.memcheck(peak="4 KiB"), '
+        '+ @pytest.mark.memcheck(peak="4 GiB")' in body
+    ), body
+    # Negative control: the same pull request without the marker change needs no approval.
+    runner = Runner(tmp_path, origin.checkout("marked"), url, INPUT_REQUIRE_APPROVAL="true",
+                    GITHUB_BASE_REF="marked")  # fmt: skip
     review = runner.job()
     assert review.returncode == 0, review.stdout
     assert runner.outputs["review"]["raised"] == "0"

@@ -420,13 +420,23 @@ def report(
         )
         lines.append("")
         if c.get("settings_raised"):
+            # Each counted in settings_raised: a loosened setting, a baseline file moved to
+            # another environment, a test module whose memory markers changed.
+            raised = [
+                f"{markdown(s['setting'])} {markdown(s['old'])} → {markdown(s['new'])}"
+                for s in changes.get("settings", [])
+                if s["raised"]
+            ]
+            raised += [
+                f"the environment of {markdown(e['module'])} ({markdown(e['new'])})"
+                for e in changes.get("environments", [])
+            ]
+            raised += [
+                f"the memory markers of {markdown(m['module'])}" for m in changes.get("markers", [])
+            ]
             lines.append(
-                "**Raised settings** let every test use more memory from now on: "
-                + "; ".join(
-                    f"{markdown(s['setting'])} {markdown(s['old'])} → {markdown(s['new'])}"
-                    for s in changes.get("settings", [])
-                    if s["raised"]
-                )
+                "**Raised settings** may let tests use more memory from now on: "
+                + "; ".join(raised)
                 + ". Review them like code."
             )
             lines.append("")
