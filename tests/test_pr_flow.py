@@ -82,6 +82,13 @@ class API(BaseHTTPRequestHandler):
             self.reply(403, {"message": "Resource not accessible by integration"})
         elif method == "GET" and self.path.startswith("/repos/o/r/issues/7/comments"):
             self.reply(200, state["comments"])
+        elif method == "GET" and self.path.startswith("/repos/o/r/issues/7/labels"):
+            # the labels as they are now, when a test sets them (else as an API that denies)
+            try:
+                with open(state_path + ".labels") as f:
+                    self.reply(200, [{"name": n} for n in json.load(f)])
+            except FileNotFoundError:
+                self.reply(404, {"message": "Not Found"})
         elif method == "POST" and self.path == "/repos/o/r/issues/7/comments":
             n = len(state["comments"]) + 1
             comment = {
@@ -377,6 +384,15 @@ def test_raises_can_require_an_approval_label(origin, api, tmp_path):
     # Another label approves nothing; the input approves without one.
     runner.label("documentation")
     assert runner.review().returncode == 1
+    # A re-run judges by the labels as they are now, not as the event's payload had them.
+    live = tmp_path / "api.json.labels"
+    live.write_text(json.dumps(["memcheck-approved"]))
+    assert runner.review().returncode == 0  # the payload still says "documentation"
+    runner.label("memcheck-approved")
+    live.write_text(json.dumps(["documentation"]))  # removed since the run started
+    rerun = runner.review()
+    assert rerun.returncode == 1, rerun.stdout
+    live.unlink()
     assert runner.step("review", INPUT_APPROVED="true", INPUT_REF="origin/main",
                        MEMCHECK_RESULTS=runner.outputs["gate"]["results"],
                        MEMCHECK_EXIT_CODE="0").returncode == 0  # fmt: skip

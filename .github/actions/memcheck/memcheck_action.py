@@ -347,7 +347,24 @@ def baseline_changes(cwd: Path, ref: str) -> dict[str, Any] | None:
     return {**json.loads(diff("json")), "markdown": diff("markdown")}
 
 
-def labels() -> list[str]:
+def labels(live: bool) -> list[str]:
+    """The pull request's labels. `live`: as they are now, from the API, when they decide the
+    verdict: the event's payload holds them as they were when the run started, so a re-run of a
+    job started before the approval label was added (or after it was removed) would judge by
+    the old ones. The payload is the fallback when the API cannot be asked."""
+    number, token, repo = pull_number(), env("INPUT_TOKEN"), env("GITHUB_REPOSITORY")
+    if live and number is not None and token and repo:
+        api = env("GITHUB_API_URL", "https://api.github.com").rstrip("/")
+        try:
+            live = github_api(
+                "GET", f"{api}/repos/{repo}/issues/{number}/labels?per_page=100", token
+            )
+            return [label.get("name", "") for label in live]
+        except (urllib.error.URLError, OSError, ValueError, TypeError, AttributeError) as e:
+            reason = f"HTTP {e.code}" if isinstance(e, urllib.error.HTTPError) else str(e)
+            print(
+                f"memcheck: the pull request's labels were not read ({reason}); using those of the event"
+            )
     path = env("GITHUB_EVENT_PATH")
     if not path or not Path(path).is_file():
         return []
@@ -534,8 +551,8 @@ def step_review() -> None:
     settings_raised = (changes or {}).get("counts", {}).get("settings_raised", 0)
     raised = (changes["counts"]["raised"] if changes else 0) + settings_raised + len(ungated)
     label = env("INPUT_APPROVAL_LABEL", "memcheck-approved").strip()
-    approved = flag("INPUT_APPROVED") or (bool(label) and label in labels())
     required = flag("INPUT_REQUIRE_APPROVAL")
+    approved = flag("INPUT_APPROVED") or (bool(label) and label in labels(required and raised > 0))
     missing = required and raised > 0 and not approved
     approval = ""
     if ungated:
