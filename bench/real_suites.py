@@ -12,7 +12,11 @@ pytest-memcheck, then
     orders: seeds / PYTHONHASHSEED 5, 6, 7) against the same serial baselines,
   * unless --no-peak-runs: three more ``--memcheck-update`` runs (seeds 2-4)
     into fresh baseline dirs, to count tests whose recorded peak is identical
-    across seeds 1-4 (used while the plugin has no per-run JSON output).
+    across seeds 1-4 (used while the plugin has no per-run JSON output),
+  * with --native: ``--memcheck-native`` on the baseline and every gated run
+    (native memory gated too); the report adds, from the runs' JSON, how many
+    tests have a nonzero native_peak / native_retained and how many have the
+    same native figures in every run.
 
 Failures are compared per test id through ``--junitxml``.  A *false alarm* is
 a test that passes plainly but fails a gated run with a message mentioning
@@ -22,7 +26,7 @@ Stdlib only (Python >= 3.11).  Usage:
 
     python bench/real_suites.py [--workdir DIR] [--projects a,b,c]
         [--plain-seeds 1,2,3,4] [--wheel WHL] [--wheel-dir DIR] [--xdist]
-        [--prepare-only] [--wait-ready]
+        [--native] [--prepare-only] [--wait-ready]
 
 The plugin wheel is --wheel, else the newest *.whl in --wheel-dir (or
 $MEMCHECK_WHEEL_DIR; default /tmp/memcheck-wheel) if there is one, else built
@@ -53,6 +57,10 @@ WHEEL_DIR = os.environ.get("MEMCHECK_WHEEL_DIR", "/tmp/memcheck-wheel")
 #   tests:  args passed to pytest (paths relative to the extracted sdist)
 #   pyargs: run from a neutral cwd with --pyargs (tests live inside the
 #           package and must import the *installed*, compiled package)
+#   hide:   source package dirs renamed once installed (pytest puts the sdist's
+#           root on sys.path for a tests/ package, which would import the
+#           uncompiled sources instead of the installed package)
+#   extra:  not in the default --projects list
 PROJECTS: dict[str, dict] = {
     "more-itertools": {
         "version": "11.2.1", "kind": "pure", "deps": [], "tests": ["tests"],
@@ -80,8 +88,13 @@ PROJECTS: dict[str, dict] = {
     "markupsafe": {
         "version": "3.0.4", "kind": "C", "deps": [], "tests": ["tests"],
     },
+    # bundled libzstd, which takes its contexts from malloc: native-heavy
+    "zstandard": {
+        "version": "0.25.0", "kind": "C", "deps": [], "tests": ["tests"],
+        "hide": ["zstandard"], "extra": True,
+    },
 }
-DEFAULT_PROJECTS = ",".join(PROJECTS)
+DEFAULT_PROJECTS = ",".join(n for n, s in PROJECTS.items() if not s.get("extra"))
 
 BASE_DEPS = ["pytest", "pytest-randomly"]
 GATED_SEEDS = (2, 3, 4)
@@ -149,7 +162,11 @@ def prepare(name: str, spec: dict, work: Path, xdist: bool = False) -> dict:
     venv = work / f"{name}-venv"
     py = venv / "bin" / "python"
     marker = venv / ".deps-installed"
+    hidden = [(src / h, src / f"{h}.sdist-hidden") for h in spec.get("hide", ())]
     if not marker.exists():
+        for d, h in hidden:
+            if h.exists() and not d.exists():
+                h.rename(d)
         if venv.exists():
             shutil.rmtree(venv)
         sh([sys.executable, "-m", "venv", venv])
@@ -158,6 +175,9 @@ def prepare(name: str, spec: dict, work: Path, xdist: bool = False) -> dict:
         sh([py, "-m", "pip", "install", "-q", src, *spec["deps"], *BASE_DEPS],
            env=clean_env(), logfile=work / f"{name}-install.log")
         marker.write_text("ok\n")
+    for d, h in hidden:
+        if d.exists():
+            d.rename(h)
     xmarker = venv / ".xdist-installed"
     if xdist and not xmarker.exists():
         sh([py, "-m", "pip", "install", "-q", "pytest-xdist"], env=clean_env(),
@@ -260,8 +280,10 @@ def run_pytest(name, spec, info, work, label, extra, seed, hashseed,
             "json": None}
 
 
-def load_peaks(path: Path) -> dict:
-    """Best effort: test id -> peak bytes from --memcheck-json output."""
+def load_peaks(path: Path, keys=("peak", "peak_bytes", "peak_kib", "peak_kb",
+                                  "peak_mib")) -> dict:
+    """Best effort: test id -> peak bytes (or the first of `keys` present in
+    a test's record) from --memcheck-json output."""
     if not path or not path.exists():
         return {}
     try:
@@ -271,7 +293,7 @@ def load_peaks(path: Path) -> dict:
     out = {}
 
     def peak_of(rec):
-        for k in ("peak", "peak_bytes", "peak_kib", "peak_kb", "peak_mib"):
+        for k in keys:
             if isinstance(rec, dict) and k in rec:
                 return rec[k]
         return None
@@ -314,9 +336,10 @@ def is_memcheck(msg: str) -> bool:
 
 
 def trial(name, spec, work, plugin_name, wheel, peak_runs=True, plain_seeds=(1,),
-          xdist=False):
+          xdist=False, native=False):
     info = prepare(name, spec, work, xdist)
-    out = {"name": name, "kind": spec["kind"], "version": spec["version"]}
+    out = {"name": name, "kind": spec["kind"], "version": spec["version"],
+           "native": native}
     plain = run_pytest(name, spec, info, work, "plain",
                        ["-p", f"no:{plugin_name}"], 1, 1, plugin_name)
     out["plain"] = plain
@@ -335,6 +358,8 @@ def trial(name, spec, work, plugin_name, wheel, peak_runs=True, plain_seeds=(1,)
     # "--opt=value": before plugins load, pytest takes a separate value of an
     # unknown option for a path when picking the rootdir.
     common = [f"--memcheck-baseline-dir={base_dir}"]
+    if native:
+        common.append("--memcheck-native")
 
     def jextra(label):
         if not json_ok:
@@ -375,7 +400,8 @@ def trial(name, spec, work, plugin_name, wheel, peak_runs=True, plain_seeds=(1,)
             if d.exists():
                 shutil.rmtree(d)
             pr = run_pytest(name, spec, info, work, f"peaks{s}",
-                            ["--memcheck-update", f"--memcheck-baseline-dir={d}"],
+                            ["--memcheck-update", f"--memcheck-baseline-dir={d}",
+                             *(["--memcheck-native"] if native else [])],
                             s, s, plugin_name)
             out["peak_times"].append(pr["time"])
             peaks.append(load_baseline_peaks(d))
@@ -446,10 +472,55 @@ def summarize(r: dict) -> dict:
         s["spread"] = spread[:5]
     else:
         s["identical"] = "n/a"
+    if r.get("native"):
+        s.update(native_summary(r))
     return s
 
 
+NATIVE_KEYS = ("native_peak", "native_retained")
+
+
+def native_summary(r: dict) -> dict:
+    """From the runs' JSON: tests with a nonzero native figure (in any run),
+    and tests whose native figures are the same in every run (serial runs:
+    baseline + gated; all: with the -n 2 runs)."""
+    out = {"native_json": bool(r.get("json_ok"))}
+    if not r.get("json_ok"):
+        return out
+    serial = [r["baseline"], *r["gated"]]
+    runs = serial + r.get("xgated", [])
+    figs = {k: [load_peaks(x["json"], (k,)) for x in runs] for k in NATIVE_KEYS}
+    tests = set().union(*(set(p) for k in NATIVE_KEYS for p in figs[k]))
+    out["native_tests"] = len(tests)
+    for k in NATIVE_KEYS:
+        out[f"{k}_nonzero"] = len({t for p in figs[k] for t, v in p.items() if v})
+        out[f"{k}_max"] = max((v for p in figs[k] for v in p.values()), default=0)
+
+    def same(nruns):
+        common = set.intersection(*(set(p[:nruns][i]) for p in figs.values()
+                                    for i in range(nruns)))
+        moved = {}
+        for t in common:
+            vals = {k: [figs[k][i][t] for i in range(nruns)] for k in NATIVE_KEYS}
+            if any(len(set(v)) > 1 for v in vals.values()):
+                moved[t] = vals
+        return len(common) - len(moved), len(common), moved
+
+    n_same, n_common, moved = same(len(serial))
+    out["native_identical_serial"] = f"{n_same}/{n_common} ({len(serial)} runs)"
+    if len(runs) > len(serial):
+        n_same, n_common, moved = same(len(runs))
+        out["native_identical_all"] = f"{n_same}/{n_common} ({len(runs)} runs)"
+    # the tests whose native figures moved, the widest spread first
+    out["native_moved"] = sorted(
+        ((max(max(v) - min(v) for v in vals.values()), t, vals)
+         for t, vals in moved.items()), key=lambda x: (-x[0], x[1]))
+    return out
+
+
 def table(rows) -> str:
+    if any(r.get("native") for r, _ in rows):
+        return native_table(rows)
     xdist = any(r.get("xgated") for r, _ in rows)
     hdr = ("| project | kind | tests | plain s | baseline s | gated s (3 runs) "
            "| over budget (per run: union) | false alarms | identical peak (4 runs) |")
@@ -479,12 +550,50 @@ def table(rows) -> str:
     return "\n".join(lines)
 
 
+def native_table(rows) -> str:
+    """The --native runs' table: times, false alarms, native figures."""
+    xdist = any(r.get("xgated") for r, _ in rows)
+    hdr = ("| project | kind | tests | plain s | baseline s | serial shuffled: gated s "
+           "| false alarms per run |")
+    ncol = 7
+    if xdist:
+        hdr += (f" `-n {XDIST_WORKERS}`: gated s | false alarms per run |")
+        ncol += 2
+    hdr += (" tests with native_peak > 0 | with native_retained > 0 "
+            "| native figures identical in every run |")
+    ncol += 3
+    lines = ["All runs with `--memcheck-native` (baseline and gated).", "",
+             hdr, "|" + "---|" * ncol]
+    for r, s in rows:
+        if "gated" not in r:
+            lines.append(f"| {r['name']} {r['version']} | {r['kind']} | "
+                         f"{s['tests']} | {s['plain_time']:.1f} |"
+                         + " - |" * (ncol - 4))
+            continue
+        g = " / ".join(f"{t:.1f}" for t in s["gated_times"])
+        line = (f"| {r['name']} {r['version']} | {r['kind']} | {s['tests']} | "
+                f"{s['plain_time']:.1f} | {s['base_time']:.1f} | {g} | "
+                f"{' / '.join(map(str, s['alarm_runs']))} |")
+        if xdist:
+            xg = " / ".join(f"{t:.1f}" for t in s["xgated_times"]) or "-"
+            line += f" {xg} | {' / '.join(map(str, s['xalarm_runs'])) or '-'} |"
+        if s.get("native_json"):
+            ident = s.get("native_identical_all") or s["native_identical_serial"]
+            line += (f" {s['native_peak_nonzero']} | {s['native_retained_nonzero']} "
+                     f"| {ident} |")
+        else:
+            line += " n/a (no --memcheck-json) | n/a | n/a |"
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", default="/tmp/memcheck-real-suites")
     ap.add_argument("--projects", default=DEFAULT_PROJECTS,
-                    help=f"comma list from: {', '.join(PROJECTS)}")
+                    help=f"comma list from: {', '.join(PROJECTS)} (default: all "
+                    "but zstandard)")
     ap.add_argument("--prepare-only", action="store_true",
                     help="download, build venvs and do the plain runs only")
     ap.add_argument("--wait-ready", action="store_true",
@@ -506,6 +615,9 @@ def main() -> int:
     ap.add_argument("--no-peak-runs", action="store_true",
                     help="skip the 3 extra --memcheck-update runs (seeds 2-4, fresh "
                     "baseline dirs) used to count tests with identical peaks")
+    ap.add_argument("--native", action="store_true",
+                    help="add --memcheck-native to the baseline and gated runs (native "
+                    "memory counted and gated too) and report the native figures")
     ap.add_argument("--report-json", default=None,
                     help="also write the summary as JSON here")
     a = ap.parse_args()
@@ -533,7 +645,7 @@ def main() -> int:
     for n in names:
         try:
             r = trial(n, PROJECTS[n], work, a.plugin_name, wheel, not a.no_peak_runs,
-                      [int(x) for x in a.plain_seeds.split(",")], a.xdist)
+                      [int(x) for x in a.plain_seeds.split(",")], a.xdist, a.native)
         except Exception as e:  # keep going with other projects
             log(f"{n}: ERROR {e}")
             continue
@@ -551,6 +663,17 @@ def main() -> int:
             print(f"\n{r['name']}: largest peak spread across seeds 1-4 (bytes):")
             for d, rel, t, vals in s["spread"]:
                 print(f"- {t[0]}::{t[1]}: {vals} (+{d} B, {rel:.0%})")
+        if s.get("native_json"):
+            print(f"\n{r['name']}: native figures over {s['native_tests']} tests: "
+                  f"{s['native_peak_nonzero']} with native_peak > 0 (max "
+                  f"{s['native_peak_max']} B), {s['native_retained_nonzero']} with "
+                  f"native_retained > 0 (max {s['native_retained_max']} B); identical "
+                  f"in every serial run: {s['native_identical_serial']}"
+                  + (f", in every run: {s['native_identical_all']}"
+                     if s.get("native_identical_all") else ""))
+            for d, t, vals in s["native_moved"][:5]:
+                print(f"- {t}: " + "; ".join(f"{k} {v}" for k, v in vals.items())
+                      + f" (spread {d} B)")
         if s["base_fail"]:
             print(f"\n### {r['name']}: failing in --memcheck-update run only")
             for t in s["base_fail"][:5]:
