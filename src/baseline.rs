@@ -97,6 +97,12 @@ pub struct Entry {
     pub native_peak: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub native_retained: Option<u64>,
+    /// As `peak_max`, for the native figures: a native figure can vary from run to run (an
+    /// extension's worker threads whose buffers overlap or not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native_peak_max: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native_retained_max: Option<u64>,
     /// Python and native memory live at the same moment, at most: recorded beside the native
     /// figures, informational like `allocations` (not gated).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -106,7 +112,10 @@ pub struct Entry {
 impl Entry {
     /// Whether an update recorded a spread for this test (README, "Unstable tests").
     pub fn unstable(&self) -> bool {
-        self.peak_max.is_some() || self.retained_max.is_some()
+        self.peak_max.is_some()
+            || self.retained_max.is_some()
+            || self.native_peak_max.is_some()
+            || self.native_retained_max.is_some()
     }
 
     /// What is wrong with a hand-edited spread: a highest value below the lowest.
@@ -114,6 +123,16 @@ impl Entry {
         for (name, low, high) in [
             ("peak", self.peak, self.peak_max),
             ("retained", self.retained, self.retained_max),
+            (
+                "native_peak",
+                self.native_peak.unwrap_or(0),
+                self.native_peak_max,
+            ),
+            (
+                "native_retained",
+                self.native_retained.unwrap_or(0),
+                self.native_retained_max,
+            ),
         ] {
             if let Some(high) = high.filter(|h| *h < low) {
                 return Some(format!(
@@ -290,8 +309,14 @@ impl BaselineFile {
             if let Some(v) = e.native_peak {
                 let _ = writeln!(out, "native_peak = {v}");
             }
+            if let Some(v) = e.native_peak_max {
+                let _ = writeln!(out, "native_peak_max = {v}");
+            }
             if let Some(v) = e.native_retained {
                 let _ = writeln!(out, "native_retained = {v}");
+            }
+            if let Some(v) = e.native_retained_max {
+                let _ = writeln!(out, "native_retained_max = {v}");
             }
             let _ = writeln!(out, "peak = {}", e.peak);
             if let Some(max) = e.peak_max {

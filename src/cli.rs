@@ -530,8 +530,13 @@ fn show(files: &BTreeMap<String, BaselineFile>) -> String {
                 spread_cell(e.retained, e.retained_max),
             ];
             if native {
-                let counted = |v: Option<u64>| v.map(format_size).unwrap_or_default();
-                row.extend([counted(e.native_peak), counted(e.native_retained)]);
+                let counted = |v: Option<u64>, high: Option<u64>| {
+                    v.map(|v| spread_cell(v, high)).unwrap_or_default()
+                };
+                row.extend([
+                    counted(e.native_peak, e.native_peak_max),
+                    counted(e.native_retained, e.native_retained_max),
+                ]);
             }
             row.extend([
                 // 0 from a meter that does not count calls is no figure (tracemalloc, rss)
@@ -820,8 +825,11 @@ fn changes(
             ..metric(old.map(|e| gated(m, &e)), new.map(|e| gated(m, &e)))
         }
     };
-    let native = |old: Option<u64>, new: Option<u64>| {
-        (old.is_some() || new.is_some()).then(|| metric(old, new))
+    // Native figures, where either side counted them: gated values and spreads as above.
+    let native = |m: Metric, old: Option<Entry>, new: Option<Entry>| {
+        let side = |e: Option<Entry>| e.filter(|e| counted(m, e));
+        let (old, new) = (side(old), side(new));
+        (old.is_some() || new.is_some()).then(|| spread(m, old, new))
     };
     let mut out: Vec<Change> = ids
         .into_iter()
@@ -831,14 +839,8 @@ fn changes(
                 // The gated values: an unstable test's highest, so a widened spread is a raise.
                 peak: spread(Metric::Peak, old, new),
                 retained: spread(Metric::Retained, old, new),
-                native_peak: native(
-                    old.and_then(|e| e.native_peak),
-                    new.and_then(|e| e.native_peak),
-                ),
-                native_retained: native(
-                    old.and_then(|e| e.native_retained),
-                    new.and_then(|e| e.native_retained),
-                ),
+                native_peak: native(Metric::NativePeak, old, new),
+                native_retained: native(Metric::NativeRetained, old, new),
                 test,
             })
         })

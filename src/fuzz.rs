@@ -231,6 +231,8 @@ fn entry() -> impl Strategy<Value = Entry> {
                 // Native figures, present in about half the entries, so both forms round-trip.
                 native_peak: (cycles % 2 == 1).then_some(peak / 3),
                 native_retained: (cycles % 2 == 1).then_some(retained / 3),
+                native_peak_max: (cycles == 3).then_some(peak / 3 + 1),
+                native_retained_max: (cycles == 3).then_some(retained / 3 + 1),
                 combined_peak: (cycles % 2 == 1).then_some(peak / 2),
             },
         )

@@ -62,6 +62,14 @@ pub enum Metric {
     NativeRetained,
 }
 
+/// The metrics an update may record with a spread (README, "Unstable tests").
+pub const SPREAD_METRICS: [Metric; 4] = [
+    Metric::Peak,
+    Metric::Retained,
+    Metric::NativePeak,
+    Metric::NativeRetained,
+];
+
 impl Metric {
     pub fn name(self) -> &'static str {
         match self {
@@ -88,8 +96,9 @@ impl Metric {
         match self {
             Metric::Peak => e.peak_max,
             Metric::Retained => e.retained_max,
-            // Native figures are recorded without a spread while they are new.
-            Metric::Cycles | Metric::NativePeak | Metric::NativeRetained => None,
+            Metric::NativePeak => e.native_peak_max,
+            Metric::NativeRetained => e.native_retained_max,
+            Metric::Cycles => None,
         }
     }
 
@@ -399,13 +408,22 @@ pub fn judge(
             continue;
         }
         if let (Some(now), Some(then), true) = (now, then, env_matches) {
-            checks.push(Check {
-                metric,
-                measured: now,
-                budget: Budget::Relative {
+            let budget = match baseline.and_then(|b| metric.max_of(b)) {
+                Some(_) if rules.unstable_ungated => continue,
+                Some(high) => Budget::Spread {
+                    low: then,
+                    high,
+                    tolerance: native_tolerance,
+                },
+                None => Budget::Relative {
                     baseline: then,
                     tolerance: native_tolerance,
                 },
+            };
+            checks.push(Check {
+                metric,
+                measured: now,
+                budget,
             });
         }
     }

@@ -23,7 +23,7 @@ impl Measurement {
     #[new]
     // Python's constructor: one keyword argument per figure, as the stub shows.
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (peak, retained, allocations=0, cycles=0, disturbed=None, *, peak_max=None, retained_max=None, native_peak=None, native_retained=None, combined_peak=None))]
+    #[pyo3(signature = (peak, retained, allocations=0, cycles=0, disturbed=None, *, peak_max=None, retained_max=None, native_peak=None, native_retained=None, native_peak_max=None, native_retained_max=None, combined_peak=None))]
     fn new(
         peak: u64,
         retained: u64,
@@ -34,6 +34,8 @@ impl Measurement {
         retained_max: Option<u64>,
         native_peak: Option<u64>,
         native_retained: Option<u64>,
+        native_peak_max: Option<u64>,
+        native_retained_max: Option<u64>,
         combined_peak: Option<u64>,
     ) -> Self {
         Measurement {
@@ -46,6 +48,8 @@ impl Measurement {
             retained_max,
             native_peak,
             native_retained,
+            native_peak_max,
+            native_retained_max,
             combined_peak,
         }
     }

@@ -135,11 +135,14 @@ pub fn summary_table(
             row.extend([
                 Cell::new(show(m.native_peak)),
                 Cell::new(m.native_peak.map_or(String::new(), |v| {
-                    delta(v, base.and_then(|b| b.native_peak))
+                    delta(v, base.and_then(|b| b.native_peak_max.or(b.native_peak)))
                 })),
                 Cell::new(show(m.native_retained)),
                 Cell::new(m.native_retained.map_or(String::new(), |v| {
-                    delta(v, base.and_then(|b| b.native_retained))
+                    delta(
+                        v,
+                        base.and_then(|b| b.native_retained_max.or(b.native_retained)),
+                    )
                 })),
             ]);
         }

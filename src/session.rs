@@ -8,7 +8,7 @@ use crate::baseline::{Entry, Environment};
 use crate::boundary::Boundary;
 use crate::config::{self, Settings};
 use crate::error::Result;
-use crate::gate::{fails, judge, Metric, Outcome, TestResult};
+use crate::gate::{fails, judge, Outcome, TestResult, SPREAD_METRICS};
 use crate::markers::MarkerRules;
 use crate::store::{Coverage, FileChange, Store, UpdateMode};
 
@@ -105,7 +105,7 @@ impl Session {
                 &rules,
             ),
         };
-        let unstable = [Metric::Peak, Metric::Retained]
+        let unstable = SPREAD_METRICS
             .into_iter()
             .filter(|m| {
                 m.max_of(&measured).is_some()
@@ -197,7 +197,7 @@ impl Session {
 
 /// The metrics an entry holds with a spread.
 fn unstable_metrics(e: &Entry) -> Vec<String> {
-    [Metric::Peak, Metric::Retained]
+    SPREAD_METRICS
         .into_iter()
         .filter(|m| m.max_of(e).is_some())
         .map(|m| m.name().to_string())

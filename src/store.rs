@@ -212,14 +212,11 @@ impl Store {
             self.boundary.check(&path, "baseline file")?;
             existing.insert(module.clone(), (path.clone(), BaselineFile::read(&path)?));
         }
-        let tolerance = settings.tolerance;
-        let native_tolerance = crate::gate::DEFAULT_NATIVE_TOLERANCE;
-        // A native figure holds when this run did not count it, or the baseline has it within
-        // tolerance; one counted now and missing from the baseline is written.
-        let native_holds = |old: Option<u64>, now: Option<u64>| match (old, now) {
-            (_, None) => true,
-            (None, Some(_)) => false,
-            (Some(old), Some(now)) => native_tolerance.holds(old, now),
+        // The settings' tolerance for peak and retained, the native default for the native
+        // figures (`spread::covers`).
+        let rules = crate::gate::Rules {
+            tolerance: Some(settings.tolerance),
+            ..Default::default()
         };
         let mut changes = Vec::new();
         for (module, (path, old)) in existing {
@@ -259,10 +256,8 @@ impl Store {
                     Some(old) => {
                         // Stable entries: within tolerance both ways, peak and retained.
                         mode == UpdateMode::Changed
-                            && crate::spread::covers(old, &measured, &tolerance)
+                            && crate::spread::covers(old, &measured, &rules)
                             && (!settings.gate_cycles || old.cycles == measured.cycles)
-                            && native_holds(old.native_peak, measured.native_peak)
-                            && native_holds(old.native_retained, measured.native_retained)
                     }
                     None => false,
                 };
@@ -271,6 +266,8 @@ impl Store {
                     if let Some(old) = file.entries.get(&key) {
                         measured.native_peak = old.native_peak;
                         measured.native_retained = old.native_retained;
+                        measured.native_peak_max = old.native_peak_max;
+                        measured.native_retained_max = old.native_retained_max;
                         measured.combined_peak = old.combined_peak;
                     }
                 }

@@ -377,6 +377,41 @@ def test_the_combined_peak_is_what_was_live_at_one_moment(native_project):
     assert kept == together["combined_peak"]
 
 
+def test_a_native_figure_that_varies_is_recorded_as_a_spread(native_project, monkeypatch):
+    # As libzstd's worker threads do (README, "Real suites"): a native peak of 1 MB in one
+    # run, 2 MB in the next. Recorded as one value, every other run would fail.
+    native_project.pytester.makepyfile(
+        test_varies="""
+        import os
+        from pathlib import Path
+
+        import nat
+
+        def test_varies():
+            runs = Path("runs.txt")
+            n = len(runs.read_text()) if runs.exists() else 0
+            runs.write_text("x" * (n + 1))
+            top = int(os.environ.get("TOP", "2000000"))
+            nat.malloc_free(1_000_000 if n % 2 == 0 else top)
+        """
+    )
+    assert native_project.run("--memcheck-update", "--memcheck-native").ret == 0
+    entry = native_project.baselines("test_varies.toml")["test_varies"]
+    assert (entry["native_peak"], entry["native_peak_max"]) == (1_000_000, 2_000_000), entry
+    assert "peak_max" not in entry  # python's figures did not move
+    # the gate judges by the highest recorded: both values pass, in either order
+    for _ in range(2):
+        assert native_project.run("--memcheck", "--memcheck-native").ret == 0
+    # negative control: beyond the spread fails
+    monkeypatch.setenv("TOP", "3000000")
+    (native_project.path / "runs.txt").write_text("x")  # the next run is the 3 MB one
+    result = native_project.run("--memcheck", "--memcheck-native", "--memcheck-confirm=no")
+    assert result.ret == 1, result.stdout.str()
+    result.stdout.fnmatch_lines(
+        ["*native_peak 2.86 MiB (3000000 B) is over its limit*highest recorded 1.91 MiB*"]
+    )
+
+
 def test_free_of_a_block_from_before_the_window_is_ignored(native_project):
     native_project.pytester.makepyfile(
         test_before="""

@@ -56,6 +56,8 @@ class Measurement:
     retained_max: int | None
     native_peak: int | None
     native_retained: int | None
+    native_peak_max: int | None
+    native_retained_max: int | None
     combined_peak: int | None
     def __new__(
         cls,
@@ -69,6 +71,8 @@ class Measurement:
         retained_max: int | None = None,
         native_peak: int | None = None,
         native_retained: int | None = None,
+        native_peak_max: int | None = None,
+        native_retained_max: int | None = None,
         combined_peak: int | None = None,
     ) -> Measurement: ...
     def least(self, other: Measurement) -> Measurement: ...

@@ -113,6 +113,9 @@ pub struct Measurement {
     /// Native memory (the malloc family called by extensions), when it is counted (`native.rs`).
     pub native_peak: Option<u64>,
     pub native_retained: Option<u64>,
+    /// As `peak_max`, for the native figures.
+    pub native_peak_max: Option<u64>,
+    pub native_retained_max: Option<u64>,
     /// The highest total of python and native memory live at the same moment, when native
     /// memory is counted: informational, not gated (`ledger::start_combined`).
     pub combined_peak: Option<u64>,
@@ -137,6 +140,8 @@ impl Measurement {
             retained_max: None,
             native_peak: least(self.native_peak, other.native_peak),
             native_retained: least(self.native_retained, other.native_retained),
+            native_peak_max: None,
+            native_retained_max: None,
             combined_peak: least(self.combined_peak, other.combined_peak),
         }
     }
@@ -152,6 +157,8 @@ impl Measurement {
             retained_max: self.retained_max,
             native_peak: self.native_peak,
             native_retained: self.native_retained,
+            native_peak_max: self.native_peak_max,
+            native_retained_max: self.native_retained_max,
             combined_peak: self.combined_peak,
         }
     }
@@ -168,6 +175,8 @@ impl Measurement {
             retained_max: e.retained_max,
             native_peak: e.native_peak,
             native_retained: e.native_retained,
+            native_peak_max: e.native_peak_max,
+            native_retained_max: e.native_retained_max,
             combined_peak: e.combined_peak,
         }
     }
