@@ -7,7 +7,7 @@ use comfy_table::{Cell, ContentArrangement, Table};
 
 use crate::escape::terminal;
 use crate::gate::TestResult;
-use crate::gate::{Metric, Outcome};
+use crate::gate::{Outcome, SPREAD_METRICS};
 use crate::sizes::{format_change, format_size};
 
 /// The message of a test the gate fails.
@@ -186,7 +186,7 @@ pub fn unstable_lines(results: &[TestResult]) -> Vec<String> {
                 (false, Some(b)) => b,
                 (false, None) => r.measured,
             };
-            let ranges: Vec<String> = [Metric::Peak, Metric::Retained]
+            let ranges: Vec<String> = SPREAD_METRICS
                 .into_iter()
                 .filter_map(|m| {
                     let high = m.max_of(&spread)?;
