@@ -304,24 +304,25 @@ fn run(cli: Cli, here: &Here) -> Result<i32> {
                 .map(|d| ("baseline-dir".to_string(), d.clone()))
                 .collect();
             let settings = config::load(&root, &overrides)?;
+            let origin = format!("environment of {}", from[0].display());
+            let mut session = Session::open(&root, settings, merged.environment.clone(), &origin)?;
+            // After the boundary's checks of the directory itself (a refusal there says more).
             // The values belong in the directory the run read: a run given another one
             // (pytest's --memcheck-baseline-dir, an ini key) would otherwise be accepted
             // into files it was never compared with.
             let measured_against = &merged.gating.baseline_dir;
-            if *measured_against != settings.baseline_dir {
+            if *measured_against != session.settings.baseline_dir {
                 return Err(Error::usage(
                     "memcheck update",
                     format!(
                         "{} was measured against baseline-dir '{}', and this project's settings say '{}'; nothing was written. To write where that run read, add --baseline-dir {}",
                         from[0].display(),
                         measured_against,
-                        settings.baseline_dir,
+                        session.settings.baseline_dir,
                         shell_word(measured_against),
                     ),
                 ));
             }
-            let origin = format!("environment of {}", from[0].display());
-            let mut session = Session::open(&root, settings, merged.environment.clone(), &origin)?;
             for t in merged.tests {
                 session.record(t);
             }

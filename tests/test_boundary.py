@@ -17,8 +17,13 @@ from conftest import memcheck
 SIMPLE = "def test_x():\n    bytearray(1000)\n"
 
 
-def results(python: str = "3.11", nodeids: tuple[str, ...] = ("test_x.py::test_x",)) -> dict:
-    """A results file as `pytest --memcheck-json` writes it."""
+def results(
+    python: str = "3.11",
+    nodeids: tuple[str, ...] = ("test_x.py::test_x",),
+    baseline_dir: str = "baselines",
+) -> dict:
+    """A results file as `pytest --memcheck-json` writes it, of a run that read `baseline_dir`
+    (`memcheck update` writes there only when the project's settings say the same)."""
     return {
         "schema": "pytest-memcheck/results",
         "version": 1,
@@ -33,7 +38,7 @@ def results(python: str = "3.11", nodeids: tuple[str, ...] = ("test_x.py::test_x
             "floor": 65536,
             "strict": False,
             "gate_cycles": False,
-            "baseline_dir": "baselines",
+            "baseline_dir": baseline_dir,
         },
         "complete": False,
         "totals": {"new": len(nodeids)},
@@ -94,6 +99,7 @@ def test_cli_update_keeps_a_config_baseline_dir_inside(cli_project, way):
     root, outside = cli_project
     value, rule = baseline_dir_setting(way, root, outside)
     config(root, f"baseline-dir = {json.dumps(value)}")
+    (root / "ci.json").write_text(json.dumps(results(baseline_dir=value)))
     result = memcheck(root, "update", "--from", "ci.json")
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"refused by rule {rule}" in result.stderr, result.stderr
@@ -101,6 +107,7 @@ def test_cli_update_keeps_a_config_baseline_dir_inside(cli_project, way):
     assert files(outside) == []
     # Negative control: a value inside the project is written where it says.
     config(root, 'baseline-dir = "inside"')
+    (root / "ci.json").write_text(json.dumps(results(baseline_dir="inside")))
     result = memcheck(root, "update", "--from", "ci.json")
     assert result.returncode == 0, result.stderr
     assert "wrote inside/test_x.toml: 1 updated" in result.stdout
@@ -111,6 +118,7 @@ def test_cli_update_honours_allow_outside_root(cli_project):
     """The documented exception: a reviewed config setting."""
     root, outside = cli_project
     config(root, f"baseline-dir = {json.dumps(str(outside))}", "allow-outside-root = true")
+    (root / "ci.json").write_text(json.dumps(results(baseline_dir=str(outside))))
     result = memcheck(root, "update", "--from", "ci.json")
     assert result.returncode == 0, result.stderr
     assert files(outside) == ["test_x.toml"]
@@ -120,7 +128,9 @@ def test_cli_update_honours_allow_outside_root(cli_project):
 def test_cli_update_refuses_a_crafted_placeholder_value(cli_project, value):
     root, _ = cli_project
     config(root, 'baseline-dir = "baselines/{python}"')
-    (root / "ci.json").write_text(json.dumps(results(python=value)))
+    (root / "ci.json").write_text(
+        json.dumps(results(python=value, baseline_dir="baselines/{python}"))
+    )
     before = files(root.parent)
     result = memcheck(root, "update", "--from", "ci.json")
     assert result.returncode == 2, result.stdout + result.stderr
@@ -129,7 +139,9 @@ def test_cli_update_refuses_a_crafted_placeholder_value(cli_project, value):
     assert "\x1b" not in result.stderr
     assert files(root.parent) == before, "nothing written anywhere"
     # Negative control: a plain value fills the placeholder.
-    (root / "ci.json").write_text(json.dumps(results(python="3.12")))
+    (root / "ci.json").write_text(
+        json.dumps(results(python="3.12", baseline_dir="baselines/{python}"))
+    )
     result = memcheck(root, "update", "--from", "ci.json")
     assert result.returncode == 0, result.stderr
     assert (root / "baselines" / "3.12" / "test_x.toml").is_file()
