@@ -221,3 +221,22 @@ def test_update_from_the_ini_and_its_negation(project):
     result = project.run()
     result.stdout.fnmatch_lines(["memcheck: *update: all"])
     assert set(project.baselines("test_two.toml")) == {"memcheck", "test_small", "test_big"}
+
+
+def test_our_options_without_memcheck_say_they_do_nothing(project):
+    # `--memcheck-json r.json` alone used to be a silent no-op: no file, no word.
+    project.pytester.makepyfile(test_a="def test_a():\n    pass\n")
+    result = project.run("--memcheck-json", "r.json", "--memcheck-tolerance=5%")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(
+        [
+            "memcheck: --memcheck-json, --memcheck-tolerance given without --memcheck: nothing "
+            "is measured or written (add --memcheck, or --memcheck-update to record)"
+        ]
+    )
+    assert not (project.path / "r.json").exists()
+    # Negative controls: with --memcheck they do what they say; without any, nothing is said.
+    result = project.run("--memcheck", "--memcheck-json", "r.json")
+    assert "given without --memcheck" not in result.stdout.str()
+    assert (project.path / "r.json").exists()
+    assert "given without --memcheck" not in project.run().stdout.str()

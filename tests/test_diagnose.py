@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import xml.dom.minidom
 
 import pytest
@@ -240,6 +241,35 @@ def test_the_peak_s_sites_say_when_they_miss_the_peak(project, monkeypatch):
     assert "allocated at the peak, by site:" in held, held
     assert "test_between.py:7 in make: 4.8 MiB in" in held, held
     assert "no sites at the peak" not in held and "these sites cover" not in held, held
+
+
+def test_an_annotation_never_points_at_a_site_that_missed_the_peak(project, monkeypatch):
+    # The sites found cover a sliver of the peak (a kept 100 kB, snapshotted at make()'s
+    # return) while 4.8 MiB was made and freed in the body: the annotation once pointed at
+    # make()'s line, blaming a line that had nothing to do with the regression.
+    project.pytester.makepyfile(
+        test_partly=PEAK_BETWEEN_RETURNS
+        + """
+
+def test_partly():
+    keep = make(100_000)
+    big = bytearray(SIZE)
+    del big
+    assert keep
+"""
+    )
+    assert project.run("--memcheck-update").ret == 0
+    monkeypatch.setenv("SIZE", "5000000")
+    result = project.run("--memcheck", "--memcheck-json", "r.json")
+    result.assert_outcomes(failed=3)
+    tests = {t["nodeid"]: t for t in json.loads((project.path / "r.json").read_text())["tests"]}
+    partly = tests["test_partly.py::test_partly"]
+    assert "of the run's peak of 4.9 MiB: the rest was allocated and freed" in partly["message"]
+    assert "site" not in partly, partly["site"]  # the annotation goes to the test itself
+    assert partly["location"] == {"path": "test_partly.py", "line": 20}
+    # Negative control: a peak its sites cover points at the line that made it.
+    held = tests["test_partly.py::test_held_across_a_return"]
+    assert held["site"] == {"path": "test_partly.py", "line": 7}
 
 
 def test_a_decorated_test_s_sites_are_named_after_it_not_module(project, monkeypatch):

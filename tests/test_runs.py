@@ -57,6 +57,38 @@ def test_confirm_false_means_the_body_runs_once(project, monkeypatch):
     assert "confirmed by a second measurement" not in result.stdout.str()
 
 
+def test_confirm_off_for_the_run_is_repeated_in_the_accept_command(project, monkeypatch):
+    # A first-run cost (a cache filled) lands in a run measured once; an update with confirm
+    # on records the smaller of two runs, without it, and says "unchanged": the printed
+    # command must measure as the gate did, or it never turns the run green.
+    project.pytester.makepyfile(
+        test_cache="""
+        import os
+
+        CACHE = []
+
+        def test_cache():
+            if not CACHE:
+                CACHE.append(bytearray(int(os.environ.get("SIZE", "1000"))))
+        """
+    )
+    assert project.run("--memcheck-update").ret == 0
+    monkeypatch.setenv("SIZE", "800000")
+    gate = ("--memcheck", "--memcheck-confirm=no")
+    result = project.run(*gate)
+    assert result.ret == 1, result.stdout.str()
+    hint = "pytest --memcheck-update --memcheck-confirm=no test_cache.py::test_cache"
+    result.stdout.fnmatch_lines(
+        [
+            f"*if the growth is intended, accept it: {hint}",
+            "*(no diagnosis: confirm is off for this run (--memcheck-confirm=no or the confirm "
+            "setting): it runs once)",
+        ]
+    )
+    assert project.run(*hint.split()[1:]).ret == 0
+    assert project.run(*gate).ret == 0
+
+
 def test_diagnoses_are_capped_per_run(project):
     project.pytester.makepyfile(
         test_many="""

@@ -368,6 +368,7 @@ def pytest_configure(config: pytest.Config) -> None:
         )
     opt = Options(config)
     if not (opt.enabled or opt.update or opt.leaks):
+        _say_options_unused(config)
         return
     if opt.update and opt.leaks:
         raise pytest.UsageError("--memcheck-leaks hunts leaks; it writes no baselines")
@@ -605,6 +606,28 @@ def _marker_rules(item: pytest.Item) -> dict[str, Any] | None:
     if rules.get("skip"):
         return None
     return rules
+
+
+def _say_options_unused(config: pytest.Config) -> None:
+    """Options of ours typed without --memcheck (or --memcheck-update, --memcheck-leaks) do
+    nothing: said in the header, so that `--memcheck-json r.json` alone is not a silent no-op."""
+    typed = sorted(
+        "--" + dest.replace("_", "-")
+        for dest, value in vars(config.option).items()
+        if dest.startswith("memcheck_") and value not in (None, False)
+    )
+    if not typed:
+        return
+
+    class Unused:
+        @staticmethod
+        def pytest_report_header() -> str:
+            return (
+                f"memcheck: {', '.join(typed)} given without --memcheck: nothing is measured "
+                "or written (add --memcheck, or --memcheck-update to record)"
+            )
+
+    config.pluginmanager.register(Unused(), "memcheck-unused-options")
 
 
 class MemcheckError:
@@ -1004,14 +1027,16 @@ class Manager:
         """The update that accepts this run's figures: it must write where this run reads and
         measure as it measured, or it would never turn the run green. An update without
         --memcheck-native keeps the native baseline as it is, so that is repeated; so are a
-        baseline directory and a meter typed on the command line (from the ini or
-        [tool.memcheck] they apply to the update by themselves)."""
+        baseline directory, a meter and a confirm setting typed on the command line (from the
+        ini or [tool.memcheck] they apply to the update by themselves): an update with confirm
+        on records the smaller of two runs, which a run measured once may never come back to."""
         command = ["pytest", "--memcheck-update"]
         if self.engine.native:
             command.append("--memcheck-native")
         for name, dest in (
             ("--memcheck-baseline-dir", "memcheck_baseline_dir"),
             ("--memcheck-meter", "memcheck_meter"),
+            ("--memcheck-confirm", "memcheck_confirm"),
         ):
             value = getattr(self.config.option, dest, None)
             if value is not None:
@@ -1092,10 +1117,15 @@ class Manager:
 def _project_site(diagnosis: Any, over: list[str], root: Path) -> tuple[str, int] | None:
     """The top allocation site of a diagnosis that is a file of the project (under the root, not
     an installed package), relative to the root: where an annotation points. Retained sites
-    first when retained memory is over its limit; only the sites of a metric over its limit."""
+    first when retained memory is over its limit; only the sites of a metric over its limit.
+    Peak sites that cover too little of the peak (`peak_note`: most of it was allocated and
+    freed between two snapshots) point nowhere: the line that made the peak is not among them,
+    and an annotation on one of them would blame an innocent line."""
     if diagnosis is None or diagnosis.error:
         return None
     for kind in sorted({"peak", "retained"} & set(over), reverse=True):
+        if kind == "peak" and diagnosis.peak_note:
+            continue
         for site in getattr(diagnosis, f"{kind}_sites"):
             try:
                 rel = Path(site.path).resolve().relative_to(root.resolve())
@@ -1387,6 +1417,12 @@ class MeasuredCall:
         item.stash[VERDICT] = (verdict, first, second, diagnosis, notes)
         return result
 
+    def _runs_once(self) -> str:
+        """Why the test is not run again: its marker, or confirm switched off for the run."""
+        if self.rules.get("confirm", True) is False:
+            return "the test is marked confirm=False: it runs once"
+        return "confirm is off for this run (--memcheck-confirm=no or the confirm setting): it runs once"
+
     def _memray(
         self, verdict: Any, judged: Any, hint: str, may_run_again: bool
     ) -> Generator[str, Any, tuple[Any, list[str], Any]]:
@@ -1411,7 +1447,7 @@ class MeasuredCall:
             return verdict, [], None
         size = _engine.format_size
         markers = " and ".join(r.marker for r in (peak, leaks) if r is not None)
-        why = None if may_run_again else "the test is marked confirm=False: it runs once"
+        why = None if may_run_again else self._runs_once()
         why = why or self.manager._short_of_time(self.item, self.took, DIAGNOSIS_COST)
         if why:
             return (
@@ -1518,7 +1554,7 @@ class MeasuredCall:
         from pytest_memcheck.diagnose import Diagnosis
 
         if not may_run_again:
-            return Diagnosis([], [], [], None, "the test is marked confirm=False: it runs once")
+            return Diagnosis([], [], [], None, self._runs_once())
         short = self.manager._short_of_time(self.item, self.took, DIAGNOSIS_COST)
         if short:
             return Diagnosis([], [], [], None, f"not run again: {short}")
