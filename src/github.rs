@@ -82,10 +82,15 @@ pub fn step_summary(
         .filter(|r| r.outcome != Outcome::Ok)
         .collect();
     rows.sort_by(|a, b| (a.outcome, &a.nodeid).cmp(&(b.outcome, &b.nodeid)));
-    let footer = format!(
-        "\nTo accept the values measured here, download the results artifact and run:\n\n{}",
-        markdown_code(accept, "sh")
-    );
+    // From a results file (`memcheck update --from`) the values are the ones measured here;
+    // without one, only a run of pytest can record, which measures again where it runs.
+    let how = if accept.starts_with("memcheck update --from") {
+        "To accept the values measured here, download the results artifact and run:"
+    } else {
+        "No results file was written (`--memcheck-json`), so these values cannot be accepted as \
+         measured here; to record baselines where you run it (they may differ from CI's), run:"
+    };
+    let footer = format!("\n{how}\n\n{}", markdown_code(accept, "sh"));
     if !rows.is_empty() || !stale.is_empty() {
         // Native columns only for runs that counted native memory (--memcheck-native).
         let native = rows.iter().any(|r| r.measured.native_peak.is_some());
@@ -263,6 +268,19 @@ mod tests {
         );
         assert!(s.contains("| over | t.py::t\\[a\\|b\\] |"), "{s}");
         assert!(s.contains("memcheck update --from r.json"));
+        assert!(s.contains("download the results artifact and run:"), "{s}");
+        // Without a results file there is no artifact: the summary says what the command does.
+        let s = step_summary(
+            &[failed("t.py::t", "m")],
+            &[],
+            "t",
+            "pytest --memcheck-update",
+        );
+        assert!(!s.contains("artifact and run"), "{s}");
+        assert!(
+            s.contains("No results file was written (`--memcheck-json`)"),
+            "{s}"
+        );
         let many: Vec<_> = (0..20_000)
             .map(|i| failed(&format!("t.py::{}{i}", "x".repeat(60)), "m"))
             .collect();

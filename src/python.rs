@@ -580,12 +580,14 @@ impl Session {
     }
 
     /// (message, no test gated at all) when tests went ungated for another environment's baselines.
-    fn ungated(&mut self) -> PyResult<Option<(String, bool)>> {
+    /// `update_hint`: the command that records baselines here, as the run was typed.
+    fn ungated(&mut self, update_hint: &str) -> PyResult<Option<(String, bool)>> {
         let recorded = self.inner.foreign_environments()?;
         Ok(report::ungated(
             &self.inner.results,
             &self.inner.env.to_string(),
             &recorded,
+            update_hint,
         ))
     }
 

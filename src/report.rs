@@ -226,7 +226,12 @@ pub fn unstable_lines(results: &[TestResult]) -> Vec<String> {
 
 /// Tests measured but not gated because their baselines come from another environment: said
 /// loudly, never a quiet pass. Returns the message and whether no test at all was gated.
-pub fn ungated(results: &[TestResult], here: &str, recorded: &[String]) -> Option<(String, bool)> {
+pub fn ungated(
+    results: &[TestResult],
+    here: &str,
+    recorded: &[String],
+    update_hint: &str,
+) -> Option<(String, bool)> {
     let foreign = results
         .iter()
         .filter(|r| r.outcome == Outcome::EnvMismatch)
@@ -240,13 +245,14 @@ pub fn ungated(results: &[TestResult], here: &str, recorded: &[String]) -> Optio
         .count();
     let message = format!(
         "{foreign} of {} measured tests were not gated: their baselines were recorded in another \
-         environment ({}) than this one ({}). Record baselines here (pytest --memcheck-update, or \
+         environment ({}) than this one ({}). Record baselines here ({}, or \
          memcheck update --from the results of a CI run), or keep one set per platform with \
-         baseline-dir = \"baselines/{{platform}}\"; jobs in another interpreter mode (-X dev, \
-         PYTHONMALLOC) get their own directory, e.g. --memcheck-baseline-dir=baselines-dev.",
+         baseline-dir = \"baselines/{{platform}}\"; jobs with another meter or interpreter mode \
+         (-X dev, PYTHONMALLOC) get their own directory, e.g. --memcheck-baseline-dir=baselines-dev.",
         results.len(),
         crate::escape::terminal(&recorded.join("; ")),
         crate::escape::terminal(here),
+        crate::escape::terminal(update_hint),
     );
     Some((message, gated == 0))
 }

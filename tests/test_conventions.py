@@ -240,3 +240,19 @@ def test_our_options_without_memcheck_say_they_do_nothing(project):
     assert "given without --memcheck" not in result.stdout.str()
     assert (project.path / "r.json").exists()
     assert "given without --memcheck" not in project.run().stdout.str()
+
+
+def test_the_update_mode_as_a_word_of_its_own_is_explained(project):
+    project.pytester.makepyfile(test_a="def test_a():\n    pass\n")
+    result = project.run("--memcheck-update", "all")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "*'all' is not a file or directory: the update mode is written --memcheck-update=all, "
+            "with '='"
+        ]
+    )
+    # Negative control: the same word naming a directory that exists is a path, as pytest has it.
+    (project.path / "all").mkdir()
+    (project.path / "all" / "test_b.py").write_text("def test_b():\n    pass\n")
+    assert project.run("--memcheck-update", "all").ret == 0

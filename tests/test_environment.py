@@ -270,6 +270,12 @@ def test_baselines_of_another_environment_are_never_a_quiet_pass(project, monkey
     # what to do, for platforms and for interpreter modes alike
     assert 'baseline-dir = "baselines/{platform}"' in local.stdout.str()
     assert "--memcheck-baseline-dir=baselines-dev" in local.stdout.str()
+    assert "Record baselines here (pytest --memcheck-update, or memcheck update" in text
+    # the command to record repeats what the run was given: a meter typed measures as typed
+    other = " ".join(project.run("--memcheck", "--memcheck-meter=tracemalloc").stdout.str().split())
+    assert (
+        "Record baselines here (pytest --memcheck-update --memcheck-meter=tracemalloc, or" in other
+    )
     # On CI a gate that gates nothing fails, with the annotation and the summary line.
     summary = project.path / "summary.md"
     monkeypatch.setenv("CI", "true")

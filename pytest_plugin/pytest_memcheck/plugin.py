@@ -372,6 +372,13 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     if opt.update and opt.leaks:
         raise pytest.UsageError("--memcheck-leaks hunts leaks; it writes no baselines")
+    for arg in config.args if opt.update else ():
+        # `--memcheck-update all`: the mode as a word of its own is a path to pytest.
+        if arg in UPDATE_MODES and not Path(config.invocation_params.dir, arg).exists():
+            raise pytest.UsageError(
+                f"'{arg}' is not a file or directory: the update mode is written "
+                f"--memcheck-update={arg}, with '='"
+            )
     if opt.update and _in_ci() and not opt.allow_ci_update:
         raise pytest.UsageError(
             "--memcheck-update does not write baselines in CI (CI is set): let CI measure with "
@@ -993,7 +1000,7 @@ class Manager:
             except (_engine.MemcheckError, OSError) as e:
                 errors.append(f"results not written: {e}")
                 session.exitstatus = pytest.ExitCode.USAGE_ERROR
-        ungated = self.engine.ungated()
+        ungated = self.engine.ungated(self.accept_command)
         if ungated and not self.update:
             message, none_gated = ungated
             self.warnings.append(message)
