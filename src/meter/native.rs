@@ -349,6 +349,24 @@ mod imp {
     ) -> *mut c_void {
         // SAFETY: the kernel's call, with the caller's arguments.
         let call = || unsafe { libc::mmap(addr, len, prot, flags, fd, offset) };
+        mapping(call, |maps, p| {
+            if p != libc::MAP_FAILED {
+                let (start, len) = (p as usize, pages(len));
+                forget(maps, start, start.saturating_add(len));
+                if flags & libc::MAP_ANONYMOUS != 0 && counts_here() {
+                    mapped(maps, start, len);
+                }
+            }
+        })
+    }
+
+    /// A mapping call: straight through outside a window or beneath another allocator call;
+    /// else made under the range map's lock, which `account` then updates with its result.
+    #[inline(always)]
+    fn mapping<T: Copy>(
+        call: impl FnOnce() -> T,
+        account: impl FnOnce(&mut BTreeMap<usize, usize>, T),
+    ) -> T {
         if !ACTIVE.load(Acquire) {
             return call();
         }
@@ -356,34 +374,21 @@ mod imp {
             return call();
         };
         let mut maps = maps();
-        let p = call();
-        if p != libc::MAP_FAILED {
-            let (start, len) = (p as usize, pages(len));
-            forget(&mut maps, start, start.saturating_add(len));
-            if flags & libc::MAP_ANONYMOUS != 0 && counts_here() {
-                mapped(&mut maps, start, len);
-            }
-        }
-        p
+        let result = call();
+        account(&mut maps, result);
+        result
     }
 
     /// Unmapped pages stop counting, whichever thread unmaps them, as a free.
     extern "C" fn munmap(addr: *mut c_void, len: usize) -> c_int {
         // SAFETY: as above.
         let call = || unsafe { libc::munmap(addr, len) };
-        if !ACTIVE.load(Acquire) {
-            return call();
-        }
-        let Some(_outer) = outermost() else {
-            return call();
-        };
-        let mut maps = maps();
-        let r = call();
-        if r == 0 {
-            let start = addr as usize;
-            forget(&mut maps, start, start.saturating_add(pages(len)));
-        }
-        r
+        mapping(call, |maps, r| {
+            if r == 0 {
+                let start = addr as usize;
+                forget(maps, start, start.saturating_add(pages(len)));
+            }
+        })
     }
 
     /// `mremap` is variadic in C (`new_address` follows `flags` only with MREMAP_FIXED). On the
@@ -402,15 +407,10 @@ mod imp {
     ) -> *mut c_void {
         // SAFETY: as above.
         let call = || unsafe { libc::mremap(old, old_len, new_len, flags, new_address) };
-        if !ACTIVE.load(Acquire) {
-            return call();
-        }
-        let Some(_outer) = outermost() else {
-            return call();
-        };
-        let mut maps = maps();
-        let p = call();
-        if p != libc::MAP_FAILED {
+        mapping(call, |maps, p| {
+            if p == libc::MAP_FAILED {
+                return;
+            }
             let from = old as usize;
             let counted = maps
                 .range(..=from)
@@ -419,15 +419,14 @@ mod imp {
             // A zero old length duplicates a shared mapping, and MREMAP_DONTUNMAP moves the
             // pages but leaves the old range mapped (empty, to fault in anew): both keep it.
             if old_len > 0 && flags & libc::MREMAP_DONTUNMAP == 0 {
-                forget(&mut maps, from, from.saturating_add(pages(old_len)));
+                forget(maps, from, from.saturating_add(pages(old_len)));
             }
             let (start, len) = (p as usize, pages(new_len));
-            forget(&mut maps, start, start.saturating_add(len));
+            forget(maps, start, start.saturating_add(len));
             if counted && counts_here() {
-                mapped(&mut maps, start, len);
+                mapped(maps, start, len);
             }
-        }
-        p
+        })
     }
 
     /// An extension releases the GIL (`Py_BEGIN_ALLOW_THREADS`): a diagnosing run keeps the
