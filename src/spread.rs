@@ -1,9 +1,10 @@
 //! Unstable tests (README, "Unstable tests"): when the measurements of an update differ by more
 //! than the test's tolerance, the update measures again, up to [`MAX_RUNS`] in all, and records
-//! the spread — the lowest value as `peak`/`retained`, the highest as `peak_max`/`retained_max` —
-//! so that the gate judges a later value against what was actually observed. A test whose
-//! measurements agree is recorded exactly as before: the smaller of its two measurements, no
-//! `_max` keys.
+//! the spread — the lowest value as `peak`/`retained`, the highest as `peak_max`/`retained_max`,
+//! and likewise for the native figures (`native_peak_max`, `native_retained_max`, judged with
+//! the native tolerance) — so that the gate judges a later value against what was actually
+//! observed. A test whose measurements agree is recorded exactly as before: the smaller of its
+//! two measurements, no `_max` keys.
 
 use crate::baseline::Entry;
 use crate::gate::{Rules, Tolerance, DEFAULT_NATIVE_TOLERANCE, DEFAULT_TOLERANCE};
