@@ -281,10 +281,25 @@ fn run(cli: Cli, here: &Here) -> Result<i32> {
                     Ok(0)
                 }
                 None => {
+                    // A bare test name, or a path from another directory: the ids of the work
+                    // tree's baselines that end with what was typed.
+                    let files = read_all(&root, &dir, None)?;
+                    let near: Vec<String> = files
+                        .iter()
+                        .flat_map(|(m, f)| f.entries.keys().map(move |k| format!("{m}::{k}")))
+                        .filter(|id| id.ends_with(&format!("::{nodeid}")) || id.ends_with(&nodeid))
+                        .take(5)
+                        .collect();
+                    let hint = if near.is_empty() {
+                        "node ids look like tests/test_io.py::test_read".to_string()
+                    } else {
+                        format!("did you mean {}?", near.join(", "))
+                    };
                     eprintln!(
-                        "memcheck: no baseline of {} in the history of {} (node ids look like tests/test_io.py::test_read)",
+                        "memcheck: no baseline of {} in the history of {} ({})",
                         terminal(&nodeid),
-                        terminal(&path)
+                        terminal(&path),
+                        terminal(&hint)
                     );
                     Ok(1)
                 }

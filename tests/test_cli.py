@@ -197,6 +197,11 @@ def test_unknown_ids_and_empty_results_exit_non_zero(repo, tmp_path):
     unknown = memcheck(repo.path, "log", "test_suite.py::test_nope")
     assert unknown.returncode == 1
     assert "no baseline of test_suite.py::test_nope" in unknown.stderr
+    assert "node ids look like tests/test_io.py::test_read" in unknown.stderr
+    # a bare test name is not an id, and the ids it could mean are offered
+    bare = memcheck(repo.path, "log", "test_alloc")
+    assert bare.returncode == 1
+    assert "(did you mean test_suite.py::test_alloc?)" in bare.stderr, bare.stderr
     known = memcheck(repo.path, "log", "test_suite.py::test_alloc")
     assert known.returncode == 0
     results = tmp_path / "empty.json"
