@@ -60,6 +60,7 @@ def test_failure_names_the_leaking_helper_and_type(leaky):
 def test_heap_dump_has_a_flame_graph_of_the_leak(leaky):
     result = leaky.run("--memcheck", "--memcheck-dump=dumps")
     result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["memcheck: meter python*, heap dumps of failing tests in dumps/"])
     dumps = leaky.path / "dumps"
     svgs = sorted(dumps.glob("*.retained.svg"))
     assert len(svgs) == 1

@@ -726,6 +726,9 @@ class Manager:
         mode = f", update: {self.update}" if self.update else ""
         if self.engine.native:
             mode = f", native memory counted{mode}"
+        if self.options.dump:
+            # said where the run starts: the dumps are written test by test, on xdist's workers
+            mode += f", heap dumps of failing tests in {self._rel(self.options.dump)}/"
         source = self.engine.config_file
         where = f" ({Path(source).name})" if source else ""
         return (
