@@ -5,11 +5,9 @@ interplay is wrong, and has a control that shows the situation it guards against
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
-from conftest import ASYNCIO, outcomes
+from conftest import ASYNCIO, memcheck, outcomes
 
 pytest.importorskip("pytest_rerunfailures")
 pytest.importorskip("pytest_timeout")
@@ -37,16 +35,6 @@ def test_steady():
 """
 
 
-def memcheck_cli(cwd, *args):
-    return subprocess.run(
-        [sys.executable, "-m", "pytest_memcheck.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-
-
 TOTALS = {"failed": 0, "new": 2, "stale": 0}
 
 
@@ -66,9 +54,9 @@ def test_rerunfailures_final_attempt_counts(project, workers):
     assert flaky["outcome"] == "new"
     assert data["totals"] == TOTALS, data["totals"]
     # The CLI accepts the file as one shard: no overlap.
-    check = memcheck_cli(project.path, "check", "--from", "r.json")
+    check = memcheck(project.path, "check", "--from", "r.json")
     assert check.returncode == 0, check.stdout + check.stderr
-    update = memcheck_cli(project.path, "update", "--from", "r.json")
+    update = memcheck(project.path, "update", "--from", "r.json")
     assert update.returncode == 0, update.stdout + update.stderr
     assert set(project.baselines("test_flaky.toml")) == {"memcheck", "test_flaky", "test_steady"}
 
