@@ -518,6 +518,12 @@ def native_summary(r: dict) -> dict:
     return out
 
 
+def unrun_row(r: dict, s: dict, ncol: int) -> str:
+    """A project whose gated runs did not happen: its plain run, dashes for the rest."""
+    return (f"| {r['name']} {r['version']} | {r['kind']} | "
+            f"{s['tests']} | {s['plain_time']:.1f} |" + " - |" * (ncol - 4))
+
+
 def table(rows) -> str:
     if any(r.get("native") for r, _ in rows):
         return native_table(rows)
@@ -532,9 +538,7 @@ def table(rows) -> str:
     lines = [hdr, "|" + "---|" * ncol]
     for r, s in rows:
         if "gated" not in r:
-            lines.append(f"| {r['name']} {r['version']} | {r['kind']} | "
-                         f"{s['tests']} | {s['plain_time']:.1f} |"
-                         + " - |" * (ncol - 4))
+            lines.append(unrun_row(r, s, ncol))
             continue
         g = " / ".join(f"{t:.1f}" for t in s["gated_times"])
         line = (
@@ -566,9 +570,7 @@ def native_table(rows) -> str:
              hdr, "|" + "---|" * ncol]
     for r, s in rows:
         if "gated" not in r:
-            lines.append(f"| {r['name']} {r['version']} | {r['kind']} | "
-                         f"{s['tests']} | {s['plain_time']:.1f} |"
-                         + " - |" * (ncol - 4))
+            lines.append(unrun_row(r, s, ncol))
             continue
         g = " / ".join(f"{t:.1f}" for t in s["gated_times"])
         line = (f"| {r['name']} {r['version']} | {r['kind']} | {s['tests']} | "
