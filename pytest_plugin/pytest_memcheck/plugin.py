@@ -637,7 +637,7 @@ def _say_options_unused(config: pytest.Config) -> None:
     config.pluginmanager.register(Unused(), "memcheck-unused-options")
 
 
-class MemcheckError:
+class EndOfRunError:
     """An error of ours at the end of the run (baselines or results not written, a CI run that
     gated nothing), counted in pytest's final line: "15 passed, 1 memcheck error" in yellow, not
     a green line above a non-zero exit status. An object with attributes, as the plugins that
@@ -654,7 +654,7 @@ def _count_on_the_final_line(config: pytest.Config, errors: list[str]) -> None:
     if reporter is None or not errors:
         return
     key = "memcheck error" if len(errors) == 1 else "memcheck errors"
-    reporter.stats.setdefault(key, []).extend(MemcheckError(e) for e in errors)
+    reporter.stats.setdefault(key, []).extend(EndOfRunError(e) for e in errors)
 
 
 class Manager:
