@@ -226,7 +226,7 @@ def test_update_from_the_ini_and_its_negation(project):
 def test_our_options_without_memcheck_say_they_do_nothing(project):
     # `--memcheck-json r.json` alone used to be a silent no-op: no file, no word.
     project.pytester.makepyfile(test_a="def test_a():\n    pass\n")
-    result = project.run("--memcheck-json", "r.json", "--memcheck-tolerance=5%")
+    result = project.run("-q", "--memcheck-json", "r.json", "--memcheck-tolerance=5%")
     assert result.ret == 0
     result.stdout.fnmatch_lines(
         [

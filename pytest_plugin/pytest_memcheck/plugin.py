@@ -617,7 +617,9 @@ def _marker_rules(item: pytest.Item) -> dict[str, Any] | None:
 
 def _say_options_unused(config: pytest.Config) -> None:
     """Options of ours typed without --memcheck (or --memcheck-update, --memcheck-leaks) do
-    nothing: said in the header, so that `--memcheck-json r.json` alone is not a silent no-op."""
+    nothing: said at the end of the run (shown under -q too, unlike the header; a line, not a
+    warning, which -W error would turn into a failure), so that `--memcheck-json r.json` alone
+    is not a silent no-op."""
     typed = sorted(
         "--" + dest.replace("_", "-")
         for dest, value in vars(config.option).items()
@@ -628,10 +630,11 @@ def _say_options_unused(config: pytest.Config) -> None:
 
     class Unused:
         @staticmethod
-        def pytest_report_header() -> str:
-            return (
+        def pytest_terminal_summary(terminalreporter: Any) -> None:
+            terminalreporter.write_line(
                 f"memcheck: {', '.join(typed)} given without --memcheck: nothing is measured "
-                "or written (add --memcheck, or --memcheck-update to record)"
+                "or written (add --memcheck, or --memcheck-update to record)",
+                yellow=True,
             )
 
     config.pluginmanager.register(Unused(), "memcheck-unused-options")
