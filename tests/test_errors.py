@@ -63,7 +63,8 @@ def test_bad_config_value_names_file_line_column(project):
 
 def test_a_fraction_of_a_byte_in_a_marker_is_refused_not_rounded(project):
     # `peak=1.5` once became a limit of 2 B: a unit was forgotten, and the test failed for
-    # reasons its author could not see. A fraction of a unit is a size; 1.0 is one byte.
+    # reasons its author could not see. A fraction of a unit is a size, and so is a whole
+    # number written as a float (1048576.0 is 1 MiB).
     body = """
         import pytest
 
@@ -81,7 +82,7 @@ def test_a_fraction_of_a_byte_in_a_marker_is_refused_not_rounded(project):
             "you mean, e.g. '1.5 MiB'*"
         ]
     )
-    for fine in ("'1.5 MiB'", "1.0", "1_000_000"):
+    for fine in ("'1.5 MiB'", "1048576.0", "1_000_000"):
         project.pytester.makepyfile(test_marked=body.format(fine))
         assert project.run("--memcheck").ret == pytest.ExitCode.OK, fine
 
